@@ -1,0 +1,37 @@
+"""`python -m infra <command>`: the offline CLI.
+
+Each command lives in its own module exposing ``add_parser(subparsers)``, which registers the
+sub-command and sets ``handler`` (a function ``(args) -> int``) as its default. User mistakes
+raise :class:`infra.errors.UserError`; they are printed as one line each on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from infra.errors import UserError
+
+# module name -> registered with add_parser(); order is the order in --help
+COMMAND_MODULES = ("infra.cli_plan", "infra.cli_check")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m infra", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on bad arguments
+    try:
+        return int(args.handler(args) or 0)
+    except UserError as err:
+        for line in err.lines:
+            print(line, file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
