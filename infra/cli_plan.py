@@ -1,0 +1,81 @@
+"""`python -m infra plan`: what a stack would deploy, why each GPU size was chosen, and what it costs."""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+
+from infra.plan import HOURS_PER_MONTH, Plan, build_plan
+from infra.settings import load_stack_file
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="show the deployment plan of a stack (offline)",
+                       description="Show what a stack would deploy, why each GPU size was chosen and its cost.")
+    p.add_argument("--stack", required=True, help="stack name (reads Pulumi.<stack>.yaml)")
+    p.add_argument("--file", help="stack file to read instead of Pulumi.<stack>.yaml")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--manifests", metavar="DIR", help="also write every Kubernetes object as YAML, one file each")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = build_plan(load_stack_file(args.stack, args.file))
+    if args.manifests:
+        from infra.manifests import write_manifests
+
+        written = write_manifests(plan, pathlib.Path(args.manifests))
+        print(f"wrote {len(written)} manifests to {args.manifests}", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps(plan.to_json(), indent=2))
+    else:
+        print(render_table(plan))
+    return 0
+
+
+def render_table(plan: Plan) -> str:
+    header = ("workspace", "model -> preset", "runtime", "KAITO", "Azure size", "nodes x GPUs",
+              "GPU GiB need/have", "$/hour")
+    rows = []
+    for r in plan.replicas:
+        model = r.model_ref if r.model_ref == r.preset else f"{r.model_ref} -> {r.preset}"
+        if r.resolution == "generic-hf":
+            model += " (HF)"
+        rows.append((
+            r.workspace, model, r.runtime, f"{r.kaito_version} {r.kaito_mode}", r.instance_type + (" spot" if r.spot else ""),
+            f"{r.nodes} x {r.gpus_per_node}", f"{r.gpu_memory_required_gib:.0f}/{r.gpu_memory_available_gib:.0f}",
+            f"{r.usd_per_hour:.3f}",
+        ))
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) if i < len(cells) - 1 else str(c).rjust(w)
+                                   for i, (c, w) in enumerate(zip(cells, widths)))
+    out = [f"Stack {plan.stack}: KAITO {plan.kaito_version} ({plan.kaito_mode}), "
+           f"cluster {plan.settings.cluster_name} in {plan.settings.cluster.location}", "",
+           line(header), line(tuple("-" * w for w in widths))]
+    out += [line(row) for row in rows]
+    out.append("")
+    out.append(f"Total: ${plan.usd_per_hour:.3f}/hour, ${plan.usd_per_month:,.2f}/month ({HOURS_PER_MONTH} h) "
+               "for the GPU pools (system pool, disks and load balancers not included)")
+    budget = plan.settings.budget.max_usd_per_hour
+    if budget:
+        out.append(f"Budget: ${budget:.2f}/hour ({plan.usd_per_hour / budget:.0%} used)")
+    out.append("")
+    out.append("Why:")
+    for name in plan.model_names:
+        first = plan.replicas_of(name)[0]
+        out.append(f"  {name}: {first.reason}")
+        if first.max_model_len:
+            out.append(f"    max-model-len {first.max_model_len} ({first.max_model_len_source})")
+        if first.alternatives:
+            alts = ", ".join(f"{a.nodes} x {a.instance_type} ${a.usd_per_hour:.3f}" for a in first.alternatives[:3])
+            out.append(f"    alternatives: {alts}")
+        for note in first.notes:
+            out.append(f"    note: {note}")
+    out.append("")
+    quota = ", ".join(f"{fam}: {n} vCPUs" for fam, n in sorted(plan.quota_vcpus().items()))
+    out.append(f"GPU quota needed in {plan.settings.cluster.location}: {quota}")
+    out.append(f"Prices: East US list prices, {plan.price_source}")
+    if plan.settings.cluster.location != "eastus":
+        out.append(f"  (the cluster is in {plan.settings.cluster.location}; prices there may differ)")
+    return "\n".join(out)

@@ -1,0 +1,381 @@
+"""Settings + catalogs + sizing -> the Plan: every model replica, its Azure size, nodes, cost and why.
+
+The Plan is a plain, frozen data object. ``python -m infra plan`` prints it; ``__main__.py`` (the Pulumi
+program) deploys exactly it; ``infra.manifests`` turns it into Kubernetes objects. Every check that needs the
+KAITO version's rules runs here, and every problem becomes one line naming the stack setting and the fix.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from dataclasses import dataclass, field
+
+from infra.catalog import Catalog, KaitoRelease, ModelFacts, load_catalog
+from infra.errors import UserError
+from infra.models import ResolveError, ResolvedModel, resolve
+from infra.settings import PROJECT, ModelSettings, Settings
+from infra.sizing import Decision, Option, SizingError, SizingRequest, check_explicit, choose
+
+HOURS_PER_MONTH = 730
+WORKSPACE_LABEL = "kaito-aks/workspace"  # our node/selector label: unique per Workspace, not KAITO-reserved
+MIN_OS_DISK_GIB = 128
+MAX_OS_DISK_GIB = 2048
+IMAGE_SPACE_GIB = 64                      # room for the KAITO/vLLM images next to the weights
+
+
+@dataclass(frozen=True)
+class Alternative:
+    instance_type: str
+    nodes: int
+    usd_per_hour: float
+
+
+@dataclass(frozen=True)
+class ReplicaPlan:
+    """One Workspace, its own GPU node pool, its Service: everything decided for one model replica."""
+
+    model_name: str               # the stack's models[i].name
+    model_index: int
+    replica: int
+    workspace: str                # Workspace (and KAITO Service) name
+    namespace: str
+    model_ref: str                # what the stack wrote
+    preset: str                   # Workspace inference.preset.name
+    hf_id: str
+    served_model: str             # what GET /v1/models will list
+    resolution: str               # "preset" | "catalog" | "generic-hf"
+    runtime: str
+    kaito_mode: str
+    kaito_version: str
+    instance_type: str
+    nodes: int                    # pool node count (what is paid for)
+    kaito_count: int | None       # Workspace resource.count (0.6); None: omitted (0.12 ignores it)
+    gpus_per_node: int
+    multi_node: bool
+    parallelism: str
+    max_model_len: int | None     # written to the inference ConfigMap; None: not set
+    max_model_len_source: str
+    sizing_context: int
+    dtype: str | None
+    gpu_memory_required_gib: float
+    gpu_memory_available_gib: float
+    usd_per_hour: float
+    reason: str
+    alternatives: tuple[Alternative, ...]
+    gated: bool                   # needs the HF token Secret (modelAccessSecret)
+    reference_hf_token: bool      # the Workspace references the token Secret
+    pool_name: str
+    os_disk_gib: int
+    spot: bool
+    vm_family: str
+    vcpus: int
+    weights_gib: float | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def match_labels(self) -> dict[str, str]:
+        """The Workspace's labelSelector: one label unique to this Workspace (two Workspaces never share nodes)."""
+        return {WORKSPACE_LABEL: self.workspace}
+
+    @property
+    def node_labels(self) -> dict[str, str]:
+        """Labels the GPU pool's nodes carry so that KAITO counts them as this Workspace's own."""
+        labels = {**self.match_labels, "accelerator": "nvidia"}
+        if self.kaito_version.startswith("0.12"):
+            # azure-gpu-provisioner/byo selectors (SIZING.md B5): harmless under byo, required otherwise
+            labels["kaito.sh/workspace"] = self.workspace
+            labels["kaito.sh/workspacenamespace"] = self.namespace
+        return labels
+
+    @property
+    def needs_config_map(self) -> bool:
+        return self.runtime == "vllm" and (self.max_model_len is not None or self.dtype is not None)
+
+    @property
+    def wait_timeout_seconds(self) -> int:
+        """How long `pulumi up` waits for WorkspaceSucceeded: KAITO's startup probe budget + node/image time.
+
+        KAITO's startup probe allows 15 min + 18 s per GiB of weights, clamped to [30, 180] min (FACTS.md §2).
+        """
+        weights = self.weights_gib or self.gpu_memory_required_gib
+        probe = min(180 * 60, max(30 * 60, 15 * 60 + 18 * weights))
+        return int(probe + 20 * 60)
+
+
+@dataclass(frozen=True)
+class Plan:
+    stack: str
+    settings: Settings
+    kaito_mode: str
+    kaito_version: str
+    replicas: tuple[ReplicaPlan, ...]
+    price_source: str
+
+    @property
+    def usd_per_hour(self) -> float:
+        return round(sum(r.usd_per_hour for r in self.replicas), 4)
+
+    @property
+    def usd_per_month(self) -> float:
+        return round(self.usd_per_hour * HOURS_PER_MONTH, 2)
+
+    def replicas_of(self, model_name: str) -> tuple[ReplicaPlan, ...]:
+        return tuple(r for r in self.replicas if r.model_name == model_name)
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(r.model_name for r in self.replicas))
+
+    def quota_vcpus(self) -> dict[str, int]:
+        """vCPUs per Azure VM family the plan needs: GPU quota is granted per family and region."""
+        need: dict[str, int] = {}
+        for r in self.replicas:
+            key = f"{r.vm_family}{' (spot)' if r.spot else ''}"
+            need[key] = need.get(key, 0) + r.vcpus * r.nodes
+        return need
+
+    def to_json(self) -> dict:
+        """The documented, stable JSON shape (README "Plan JSON")."""
+        return {
+            "stack": self.stack,
+            "kaito": {"mode": self.kaito_mode, "version": self.kaito_version},
+            "models": [
+                {
+                    "name": r.model_name,
+                    "replica": r.replica,
+                    "workspace": r.workspace,
+                    "model": r.model_ref,
+                    "preset": r.preset,
+                    "hf_id": r.hf_id,
+                    "served_model": r.served_model,
+                    "runtime": r.runtime,
+                    "instance_type": r.instance_type,
+                    "nodes": r.nodes,
+                    "gpus_per_node": r.gpus_per_node,
+                    "parallelism": r.parallelism,
+                    "max_model_len": r.max_model_len,
+                    "gpu_memory_required_gib": r.gpu_memory_required_gib,
+                    "gpu_memory_available_gib": r.gpu_memory_available_gib,
+                    "usd_per_hour": r.usd_per_hour,
+                    "spot": r.spot,
+                    "reason": r.reason,
+                    "alternatives": [
+                        {"instance_type": a.instance_type, "nodes": a.nodes, "usd_per_hour": a.usd_per_hour}
+                        for a in r.alternatives
+                    ],
+                }
+                for r in self.replicas
+            ],
+            "usd_per_hour": self.usd_per_hour,
+            "usd_per_month": self.usd_per_month,
+            "quota_vcpus": self.quota_vcpus(),
+            "price_source": self.price_source,
+        }
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+def build_plan(settings: Settings, catalog: Catalog | None = None) -> Plan:
+    """Decide everything for ``settings``; raise :class:`UserError` listing every problem found."""
+    catalog = catalog or load_catalog()
+    mode = settings.kaito.mode
+    version = settings.kaito.effective_version
+    release = catalog.release(version)
+    problems: list[str] = _stack_problems(settings)
+    replicas: list[ReplicaPlan] = []
+    for index, model in enumerate(settings.models):
+        try:
+            replicas.extend(_plan_model(settings, index, model, release, catalog, mode))
+        except _ModelProblems as err:
+            problems.extend(err.lines)
+    problems.extend(_pool_name_clashes(replicas))
+    plan = Plan(settings.stack, settings, mode, version, tuple(replicas), catalog.price_source)
+    if not problems:
+        problems.extend(_budget_problems(settings, plan))
+    if problems:
+        raise UserError(problems)
+    return plan
+
+
+class _ModelProblems(Exception):
+    def __init__(self, lines: list[str]):
+        self.lines = lines
+
+
+def _plan_model(settings: Settings, index: int, model: ModelSettings, release: KaitoRelease,
+                catalog: Catalog, mode: str) -> list[ReplicaPlan]:
+    key = f"{PROJECT}:models[{index}]"
+    user_facts = _facts_from_settings(model)
+    try:
+        resolved = resolve(model.model, release, catalog, user_facts)
+    except ResolveError as err:
+        raise _ModelProblems([f"{key}.model: {err}"]) from None
+    problems = _model_problems(settings, key, model, resolved, release)
+    if problems:
+        raise _ModelProblems(problems)
+    request = SizingRequest(
+        model=resolved,
+        runtime=model.runtime,
+        release=release,
+        max_model_len=model.max_model_len,
+        dtype=model.dtype,
+        memory_source="node-labels" if mode == "helm" else "sku-table",
+        spot=model.spot,
+    )
+    try:
+        if model.instance_type == "auto":
+            decision = choose(request, catalog)
+        else:
+            decision = check_explicit(request, catalog, model.instance_type)
+    except SizingError as err:
+        field_name = "instanceType" if model.instance_type != "auto" else "model"
+        raise _ModelProblems([f"{key}.{field_name}: {err}"]) from None
+    return [_replica(settings, index, model, resolved, release, decision, i, catalog) for i in range(model.replicas)]
+
+
+def _facts_from_settings(model: ModelSettings) -> ModelFacts | None:
+    if model.facts is None:
+        return None
+    f = model.facts
+    return ModelFacts(hf_id=model.model, weights_gib=f.weights_gib, layers=f.layers, kv_heads=f.kv_heads,
+                      head_dim=f.head_dim, context_limit=f.context_limit, gated=f.gated, source="stack settings")
+
+
+def _model_problems(settings: Settings, key: str, model: ModelSettings, resolved: ResolvedModel,
+                    release: KaitoRelease) -> list[str]:
+    problems = []
+    if model.runtime not in resolved.runtimes:
+        problems.append(
+            f"{key}.runtime: '{model.runtime}' can't serve {resolved.preset} in KAITO {release.version} "
+            f"(it supports {', '.join(resolved.runtimes)}); use runtime: vllm"
+        )
+    if model.runtime == "transformers" and (model.max_model_len or model.dtype):
+        which = "maxModelLen" if model.max_model_len else "dtype"
+        problems.append(f"{key}.{which}: only applies to the vllm runtime (KAITO passes it to vLLM); remove it")
+    limit = resolved.context_limit
+    if model.max_model_len and limit and model.max_model_len > limit:
+        problems.append(
+            f"{key}.maxModelLen: {model.max_model_len} exceeds {resolved.served_name}'s context limit of {limit} "
+            f"tokens (KAITO rejects it); use at most {limit}"
+        )
+    if model.spot and not release.spot_toleration:
+        problems.append(
+            f"{key}.spot: KAITO {release.version}'s inference pods don't tolerate AKS's spot taint "
+            "(kubernetes.azure.com/scalesetpriority=spot); use spot: false, or kaito.mode=helm (0.12)"
+        )
+    if resolved.gated and "hfToken" not in settings.secrets_set:
+        problems.append(
+            f"{PROJECT}:hfToken: {resolved.hf_id} ({key}) is gated on Hugging Face and needs a token; accept its "
+            "licence on huggingface.co, then `pulumi config set --secret hfToken hf_...`"
+        )
+    if model.facts is not None and resolved.path != "generic-hf":
+        problems.append(
+            f"{key}.facts: {model.model} is in KAITO {release.version}'s catalog, which sizing follows; remove facts"
+        )
+    return problems
+
+
+def _replica(settings: Settings, index: int, model: ModelSettings, resolved: ResolvedModel,
+             release: KaitoRelease, decision: Decision, replica: int, catalog: Catalog) -> ReplicaPlan:
+    chosen: Option = decision.chosen
+    size = catalog.sizes[chosen.instance_type]
+    workspace = model.name if replica == 0 else f"{model.name}-r{replica}"
+    disk = resolved.disk_gib + IMAGE_SPACE_GIB
+    os_disk = min(MAX_OS_DISK_GIB, max(MIN_OS_DISK_GIB, math.ceil(disk / 64) * 64))
+    return ReplicaPlan(
+        model_name=model.name,
+        model_index=index,
+        replica=replica,
+        workspace=workspace,
+        namespace=settings.namespace,
+        model_ref=model.model,
+        preset=resolved.preset,
+        hf_id=resolved.hf_id,
+        served_model=resolved.served_name,
+        resolution=resolved.path,
+        runtime=model.runtime,
+        kaito_mode=settings.kaito.mode,
+        kaito_version=release.version if settings.kaito.mode == "addon" else settings.kaito.effective_version,
+        instance_type=chosen.instance_type,
+        nodes=chosen.nodes,
+        kaito_count=chosen.kaito_count,
+        gpus_per_node=chosen.gpus_per_node,
+        multi_node=chosen.multi_node,
+        parallelism=chosen.parallelism,
+        max_model_len=decision.max_model_len,
+        max_model_len_source=decision.max_model_len_source,
+        sizing_context=decision.sizing_context,
+        dtype=model.dtype,
+        gpu_memory_required_gib=chosen.gpu_memory_required_gib,
+        gpu_memory_available_gib=chosen.gpu_memory_available_gib,
+        usd_per_hour=chosen.usd_per_hour or 0.0,
+        reason=decision.reason,
+        alternatives=tuple(Alternative(o.instance_type, o.nodes, o.usd_per_hour) for o in decision.alternatives[:5]),
+        gated=resolved.gated,
+        reference_hf_token=resolved.gated and resolved.secret_rule != "forbidden",
+        pool_name=pool_name(workspace),
+        os_disk_gib=os_disk,
+        spot=model.spot,
+        vm_family=size.family,
+        vcpus=size.vcpus,
+        weights_gib=resolved.facts.weights_gib if resolved.facts else None,
+        notes=resolved.notes,
+    )
+
+
+def pool_name(workspace: str) -> str:
+    """AKS user pool name for a Workspace: 'g' + 6 name characters + 5 hash characters (12, lower alnum).
+
+    Stable across runs (a pure function of the Workspace name) and unique in practice; the plan rejects the
+    rare clash instead of silently sharing a pool.
+    """
+    stem = re.sub(r"[^a-z0-9]", "", workspace.lower())[:6]
+    digest = hashlib.sha256(workspace.encode()).hexdigest()[:12 - 1 - len(stem)]
+    return f"g{stem}{digest}"
+
+
+def _pool_name_clashes(replicas: list[ReplicaPlan]) -> list[str]:
+    seen: dict[str, str] = {}
+    problems = []
+    for r in replicas:
+        if r.pool_name in seen:
+            problems.append(f"{PROJECT}:models[{r.model_index}].name: '{r.workspace}' and '{seen[r.pool_name]}' "
+                            f"map to the same AKS pool name {r.pool_name}; rename one of the models")
+        seen[r.pool_name] = r.workspace
+    return problems
+
+
+def _stack_problems(settings: Settings) -> list[str]:
+    problems = []
+    if settings.is_production and not settings.cluster.api_server_authorized_ip_ranges:
+        problems.append(
+            f"{PROJECT}:cluster.apiServerAuthorizedIpRanges: required for a production stack; list the CIDRs "
+            "of your admins and CI runners (or set production: false)"
+        )
+    access = settings.access
+    if not (access.source_ranges or access.allow_any_source or access.internal):
+        problems.append(
+            f"{PROJECT}:access.sourceRanges: not set, so the endpoints would be open to the internet; list your "
+            "client CIDRs, or set access.internal: true (private IP), or access.allowAnySource: true"
+        )
+    if settings.kaito.provisioner_identity and settings.kaito.mode != "addon":
+        problems.append(f"{PROJECT}:kaito.provisionerIdentity: only applies to kaito.mode=addon; remove it")
+    if settings.cluster.azure_rbac and not settings.cluster.admin_group_object_ids:
+        problems.append(
+            f"{PROJECT}:cluster.adminGroupObjectIds: required with azureRbac (local accounts are disabled, so "
+            "someone must be cluster admin); add the Entra ID group object ids"
+        )
+    return problems
+
+
+def _budget_problems(settings: Settings, plan: Plan) -> list[str]:
+    limit = settings.budget.max_usd_per_hour
+    if limit is None or plan.usd_per_hour <= limit + 1e-9:
+        return []
+    biggest = max(plan.replicas, key=lambda r: r.usd_per_hour)
+    return [
+        f"{PROJECT}:budget.maxUsdPerHour: the plan costs ${plan.usd_per_hour:.2f}/h (${plan.usd_per_month:,.0f}/month), "
+        f"over the budget of ${limit:.2f}/h; the largest item is {biggest.workspace} at ${biggest.usd_per_hour:.2f}/h "
+        "-- raise the budget, lower replicas, or choose smaller models"
+    ]

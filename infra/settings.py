@@ -1,0 +1,485 @@
+"""Stack settings: typed, validated, and read the same way offline and inside a Pulumi run.
+
+Settings live in the stack file under the ``kaito-aks:`` namespace, one config key per group::
+
+    config:
+      kaito-aks:cluster: {location: eastus, apiServerAuthorizedIpRanges: [203.0.113.0/24]}
+      kaito-aks:kaito: {mode: addon}
+      kaito-aks:models:
+        - {name: phi3, model: phi-3-mini-4k-instruct}
+      kaito-aks:hfToken: {secure: AAABA...}        # pulumi config set --secret hfToken ...
+
+Offline (``python -m infra plan``) the stack file is read directly; inside ``pulumi up`` the same keys come
+from ``pulumi.Config``. Both go through :func:`settings_from_config`, so a mistake gives the same message in
+both places: one line per problem, naming the key path (``kaito-aks:models[1].model``) and the fix.
+
+Shape and value checks live here; checks that need the KAITO version's rules (is this preset served by
+0.12? does this size fit?) live in ``infra.plan``.
+"""
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import pathlib
+import re
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from infra.errors import UserError
+
+PROJECT = "kaito-aks"
+PROJECT_DIR = pathlib.Path(__file__).resolve().parent.parent
+SECRET_KEYS = ("hfToken", "apiKeys")
+DEFAULT_HELM_VERSION = "0.12.0"
+ADDON_VERSION = "0.6.0"  # what the AKS add-on runs (MS Learn, 2025-09); rules hold for 0.6.0-0.6.2
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class _Settings(BaseModel):
+    """camelCase keys in YAML (``instanceType``), snake_case in Python; unknown keys are errors."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+def _cidr(value: str) -> str:
+    try:
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP range; write it as CIDR, e.g. 203.0.113.0/24") from None
+
+
+class SystemPool(_Settings):
+    vm_size: str = Field("Standard_D4ds_v5", pattern=r"^Standard_[A-Za-z0-9_]+$")
+    count: int = Field(2, ge=1, le=20)
+
+
+class ClusterSettings(_Settings):
+    name: str | None = Field(None, description="AKS cluster name; default kaito-<stack>")
+    resource_group: str | None = Field(None, description="resource group; default rg-<cluster name>")
+    location: str = Field("eastus", pattern=r"^[a-z0-9]+$")
+    kubernetes_version: str | None = Field(None, pattern=r"^\d+\.\d+(\.\d+)?$")
+    system_pool: SystemPool = SystemPool()
+    api_server_authorized_ip_ranges: tuple[str, ...] = ()
+    network_policy: Literal["cilium", "azure", "calico"] = "cilium"
+    azure_rbac: bool = Field(False, description="Entra ID + Azure RBAC for Kubernetes, local accounts off")
+    admin_group_object_ids: tuple[str, ...] = ()
+
+    @field_validator("name")
+    @classmethod
+    def _cluster_name(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,61}[A-Za-z0-9]", v):
+            raise ValueError("AKS names are 2-63 letters, digits, '-' or '_', starting and ending alphanumeric")
+        return v
+
+    @field_validator("api_server_authorized_ip_ranges", mode="before")
+    @classmethod
+    def _ranges(cls, v: Any) -> Any:
+        return [_cidr(str(x)) for x in v] if isinstance(v, list) else v
+
+
+class KaitoSettings(_Settings):
+    mode: Literal["addon", "helm"] = "addon"
+    version: str | None = Field(None, description="helm only: KAITO chart version; default 0.12.0")
+    provisioner_identity: bool = Field(
+        False, description="addon only: wire the add-on's gpu-provisioner identity (not needed: kaito-aks creates the GPU pools)"
+    )
+
+    @model_validator(mode="after")
+    def _version_fits_mode(self) -> "KaitoSettings":
+        if self.mode == "addon" and self.version not in (None,) and not self.version.startswith("0.6."):
+            raise ValueError(
+                f"version: the AKS add-on runs KAITO {ADDON_VERSION} (0.6.x) and cannot be pinned to "
+                f"{self.version}; remove kaito.version, or set kaito.mode=helm to install {self.version}"
+            )
+        if self.mode == "helm" and self.version is not None and not re.fullmatch(r"0\.12\.\d+", self.version):
+            raise ValueError(
+                f"version: kaito-aks knows KAITO's rules for 0.12.x on the Helm path, not {self.version}; "
+                f"use {DEFAULT_HELM_VERSION}"
+            )
+        return self
+
+    @property
+    def effective_version(self) -> str:
+        if self.mode == "addon":
+            return ADDON_VERSION
+        return self.version or DEFAULT_HELM_VERSION
+
+
+class ModelFactsSettings(_Settings):
+    """For a Hugging Face id that kaito-aks's catalog doesn't know: what sizing needs (from config.json)."""
+
+    weights_gib: PositiveFloat = Field(alias="weightsGiB", description="sum of the *.safetensors sizes, GiB")
+    layers: PositiveInt = Field(description="num_hidden_layers")
+    kv_heads: PositiveInt = Field(description="num_key_value_heads")
+    head_dim: PositiveInt = Field(description="head_dim, or hidden_size / num_attention_heads")
+    context_limit: PositiveInt = Field(2048, description="max_position_embeddings")
+    gated: bool = Field(False, description="the repo needs an accepted licence and an HF token")
+
+
+class ModelSettings(_Settings):
+    name: str = Field(description="Workspace name: a DNS label")
+    model: str = Field(description="a KAITO preset name, or a Hugging Face id org/model")
+    runtime: Literal["vllm", "transformers"] = "vllm"
+    instance_type: str = Field("auto", description="'auto' (cheapest that KAITO accepts and that fits) or an Azure size")
+    max_model_len: PositiveInt | None = None
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] | None = None
+    replicas: int = Field(1, ge=1, le=16)
+    spot: bool = False
+    facts: ModelFactsSettings | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, v: str) -> str:
+        if len(v) > 56 or not _DNS_LABEL.match(v):
+            raise ValueError(
+                f"{v!r} must be a DNS label of at most 56 characters (lower-case letters, digits, '-'; "
+                "KAITO names the Workspace after it and kaito-aks adds '-rN' for replicas)"
+            )
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _model_ref(cls, v: str) -> str:
+        v = v.strip()
+        if "/" in v and not _HF_ID.match(v):
+            raise ValueError(f"{v!r} is not a Hugging Face id; write it as org/model, e.g. microsoft/Phi-3-mini-4k-instruct")
+        if not v:
+            raise ValueError("empty; name a KAITO preset (e.g. phi-3-mini-4k-instruct) or a Hugging Face id")
+        return v
+
+    @field_validator("instance_type")
+    @classmethod
+    def _instance_type(cls, v: str) -> str:
+        if v != "auto" and not re.fullmatch(r"Standard_\w+", v, flags=re.IGNORECASE):
+            raise ValueError(f"{v!r} is neither 'auto' nor an Azure VM size name like Standard_NC24ads_A100_v4")
+        return v
+
+
+class BudgetSettings(_Settings):
+    max_usd_per_hour: PositiveFloat | None = None
+
+
+class AccessSettings(_Settings):
+    """Who may reach the endpoints (the gateway's, or each model's LoadBalancer without a gateway)."""
+
+    source_ranges: tuple[str, ...] = ()
+    allow_any_source: bool = Field(False, description="allow 0.0.0.0/0; must be said explicitly")
+    internal: bool = Field(False, description="Azure internal load balancer (private IP in the cluster VNet)")
+    dns_label: str | None = Field(None, description="Azure DNS label: <label>.<region>.cloudapp.azure.com")
+
+    @field_validator("source_ranges", mode="before")
+    @classmethod
+    def _ranges(cls, v: Any) -> Any:
+        return [_cidr(str(x)) for x in v] if isinstance(v, list) else v
+
+    @field_validator("dns_label")
+    @classmethod
+    def _label(cls, v: str | None) -> str | None:
+        if v is not None and not _DNS_LABEL.match(v):
+            raise ValueError(f"{v!r} must be a DNS label (lower-case letters, digits, '-')")
+        return v
+
+    @model_validator(mode="after")
+    def _no_silent_world(self) -> "AccessSettings":
+        opens_world = any(r in ("0.0.0.0/0", "::/0") for r in self.source_ranges)
+        if opens_world and not self.allow_any_source:
+            raise ValueError(
+                "sourceRanges: 0.0.0.0/0 opens the endpoints to the internet; list your client ranges, "
+                "or set access.allowAnySource: true to mean it"
+            )
+        return self
+
+
+class GatewaySettings(_Settings):
+    enabled: bool | None = Field(None, description="authenticated nginx gateway; default on when production")
+    replicas: int = Field(2, ge=1, le=10)
+    rate_limit_per_minute: PositiveInt = Field(600, description="per API key")
+    max_body_kib: PositiveInt = Field(1024, description="largest request body")
+    read_timeout_seconds: PositiveInt = Field(600, description="longest generation the gateway waits for")
+
+
+class EndpointCheckSettings(_Settings):
+    enabled: bool = True
+    url: str | None = Field(None, description="check this URL instead of the Service address (internal endpoints)")
+    timeout_seconds: PositiveInt = Field(2400, description="deadline for the endpoint to answer")
+    concurrency: int = Field(4, ge=1, le=64)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"{v!r} must be an http(s) URL")
+        return v
+
+
+class Settings(_Settings):
+    """Everything a stack says, plus the stack name and which secrets are set (never their values)."""
+
+    stack: str
+    cluster: ClusterSettings = ClusterSettings()
+    kaito: KaitoSettings = KaitoSettings()
+    models: tuple[ModelSettings, ...] = Field(min_length=1)
+    budget: BudgetSettings = BudgetSettings()
+    namespace: str = "llm"
+    production: bool | None = Field(None, description="prod hardening; default: stack name starts with 'prod'")
+    access: AccessSettings = AccessSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    endpoint_check: EndpointCheckSettings = EndpointCheckSettings()
+    secrets_set: frozenset[str] = frozenset()
+
+    @field_validator("namespace")
+    @classmethod
+    def _ns(cls, v: str) -> str:
+        if len(v) > 63 or not _DNS_LABEL.match(v) or v.startswith("kube-"):
+            raise ValueError(f"{v!r} must be a DNS label not starting with 'kube-'")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Settings":
+        seen: dict[str, int] = {}
+        for i, m in enumerate(self.models):
+            if m.name in seen:
+                raise ValueError(
+                    f"models[{i}].name: {m.name!r} is already used by models[{seen[m.name]}]; names become Workspace names and must be unique"
+                )
+            seen[m.name] = i
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.production if self.production is not None else self.stack.startswith("prod")
+
+    @property
+    def cluster_name(self) -> str:
+        return self.cluster.name or f"kaito-{self.stack}"[:63]
+
+    @property
+    def resource_group(self) -> str:
+        return self.cluster.resource_group or f"rg-{self.cluster_name}"
+
+    @property
+    def gateway_enabled(self) -> bool:
+        return self.gateway.enabled if self.gateway.enabled is not None else self.is_production
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Loading: a stack file offline, pulumi.Config online, one validation path.
+
+_TOP_KEYS = {
+    name: (field.alias or name)
+    for name, field in Settings.model_fields.items()
+    if name not in ("stack", "secrets_set")
+}
+KNOWN_KEYS = tuple(sorted(set(_TOP_KEYS.values()) | set(SECRET_KEYS)))
+
+
+def settings_from_config(
+    stack: str,
+    values: dict[str, Any],
+    secret_keys: set[str],
+    location_fallback: str | None = None,
+) -> Settings:
+    """Validate the ``kaito-aks:`` config of a stack.
+
+    ``values`` maps un-namespaced keys (``models``, ``cluster``, ...) to their parsed values; secret values
+    are never needed, only ``secret_keys``: which of ``hfToken`` / ``apiKeys`` are set *as secrets*.
+    ``location_fallback`` is ``azure-native:location`` when the stack sets it.
+    Raises :class:`UserError` with one line per problem.
+    """
+    problems: list[str] = []
+    for key in values:
+        if key not in KNOWN_KEYS:
+            problems.append(f"{PROJECT}:{key}: unknown setting{_did_you_mean(key, KNOWN_KEYS)}")
+    for key in SECRET_KEYS:
+        if key in values and key not in secret_keys:
+            problems.append(
+                f"{PROJECT}:{key}: is stored in plain text; remove it and run "
+                f"`pulumi config set --secret {key} <value>` so it is encrypted"
+            )
+    data: dict[str, Any] = {"stack": stack, "secretsSet": frozenset(k for k in SECRET_KEYS if k in secret_keys)}
+    for key, value in values.items():
+        if key in _TOP_KEYS.values():
+            data[key] = value
+    if location_fallback and isinstance(data.get("cluster", {}), dict) and "location" not in data.get("cluster", {}):
+        data["cluster"] = {**data.get("cluster", {}), "location": location_fallback}
+    if "models" not in data:
+        problems.append(
+            f"{PROJECT}:models: no models; add at least one, e.g. "
+            "`kaito-aks:models: [{name: phi3, model: phi-3-mini-4k-instruct}]`"
+        )
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as err:
+        problems.extend(_format_validation_error(err, skip_missing_models="models" not in data))
+        settings = None
+    if problems:
+        raise UserError(problems)
+    assert settings is not None
+    return settings
+
+
+def _format_validation_error(err: ValidationError, skip_missing_models: bool) -> list[str]:
+    lines = []
+    errors = err.errors(include_url=False)
+    item_errors = any(len(e["loc"]) > 1 and e["loc"][0] == "models" for e in errors)
+    for e in errors:
+        loc = list(e["loc"])
+        if loc == ["models"] and (skip_missing_models or (item_errors and e["type"] == "too_short")):
+            continue  # the items' own errors say more
+        # a model_validator's message may itself start with the path it is about ("models[1].name: ...")
+        message = str(e.get("ctx", {}).get("error", e["msg"])) if e["type"] == "value_error" else e["msg"]
+        message = message.removeprefix("Value error, ")
+        path = _key_path(loc)
+        if e["type"] == "extra_forbidden":
+            parent_fields = _fields_at(loc[:-1])
+            lines.append(f"{PROJECT}:{path}: unknown setting{_did_you_mean(str(loc[-1]), parent_fields)}")
+            continue
+        if e["type"] == "missing":
+            lines.append(f"{PROJECT}:{path}: required, but not set")
+            continue
+        inner = re.match(r"^(models\[\d+\]\.\w+|\w+(?:\.\w+)*): (.*)$", message)
+        if inner and not loc:
+            path, message = inner.group(1), inner.group(2)
+        elif inner and e["type"] == "value_error" and inner.group(1).split(".")[0] in _camel_fields_at(loc):
+            path, message = f"{path}.{inner.group(1)}", inner.group(2)
+        got = e.get("input")
+        suffix = ""
+        if e["type"] not in ("value_error", "assertion_error") and not isinstance(got, (dict, list)):
+            suffix = f" (got {got!r})"
+        lines.append(f"{PROJECT}:{path}: {message}{suffix}")
+    return lines
+
+
+def _key_path(loc: list) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _model_at(loc: list) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = Settings
+    for part in loc:
+        if isinstance(part, int) or model is None:
+            continue
+        field = next((f for n, f in model.model_fields.items() if (f.alias or to_camel(n)) == part or n == part), None)
+        if field is None:
+            return None
+        ann = field.annotation
+        model = _first_model(ann)
+    return model
+
+
+def _first_model(ann: Any) -> type[BaseModel] | None:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        found = _first_model(arg)
+        if found:
+            return found
+    return None
+
+
+def _fields_at(loc: list) -> tuple[str, ...]:
+    model = _model_at(loc)
+    if model is None:
+        return ()
+    names = [f.alias or to_camel(n) for n, f in model.model_fields.items()]
+    return tuple(n for n in names if n not in ("stack", "secretsSet"))
+
+
+def _camel_fields_at(loc: list) -> tuple[str, ...]:
+    return _fields_at(loc)
+
+
+def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    if choices:
+        hint += f" (known: {', '.join(choices)})"
+    return hint
+
+
+def stack_file(stack: str, path: str | pathlib.Path | None = None) -> pathlib.Path:
+    return pathlib.Path(path) if path else PROJECT_DIR / f"Pulumi.{stack}.yaml"
+
+
+def load_stack_file(stack: str, path: str | pathlib.Path | None = None) -> Settings:
+    """Offline: read ``Pulumi.<stack>.yaml`` (or ``path``) and validate its ``kaito-aks:`` settings."""
+    file = stack_file(stack, path)
+    if not re.fullmatch(r"[\w.-]+", stack):
+        raise UserError(f"--stack: {stack!r} is not a stack name (letters, digits, '-', '_', '.')")
+    try:
+        text = file.read_text()
+    except FileNotFoundError:
+        stacks = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
+        raise UserError(
+            f"{file}: no such stack file; create it with `pulumi stack init {stack}`, or use one of: {', '.join(stacks) or 'none'}"
+        ) from None
+    try:
+        doc = yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{file}:{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    config = doc.get("config") or {}
+    if not isinstance(config, dict):
+        raise UserError(f"{file}: `config:` must be a mapping of settings")
+    values: dict[str, Any] = {}
+    secret_keys: set[str] = set()
+    for full_key, value in config.items():
+        namespace, _, key = str(full_key).partition(":")
+        if namespace != PROJECT or not key:
+            continue
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            secret_keys.add(key)  # encrypted: we only need to know it is set
+        values[key] = value
+    location = config.get("azure-native:location")
+    return settings_from_config(stack, values, secret_keys, location_fallback=location)
+
+
+def load_from_pulumi() -> Settings:
+    """Inside ``pulumi up``/``preview``: the same settings, read through ``pulumi.Config``."""
+    import json
+
+    import pulumi
+    from pulumi.runtime import config as runtime_config
+
+    values: dict[str, Any] = {}
+    secret_keys: set[str] = set()
+    prefix = f"{PROJECT}:"
+    keys = set(runtime_config.CONFIG.get()) | set(runtime_config.get_config_env())
+    for full_key in sorted(keys):
+        if not full_key.startswith(prefix):
+            continue
+        key = full_key[len(prefix):]
+        raw = runtime_config.get_config(full_key)
+        if runtime_config.is_config_secret(full_key):
+            secret_keys.add(key)
+            values[key] = "[secret]"  # the value is read by the component that needs it, as a secret Output
+            continue
+        try:
+            values[key] = json.loads(raw)
+        except (TypeError, ValueError):
+            values[key] = raw
+    location = pulumi.Config("azure-native").get("location")
+    return settings_from_config(pulumi.get_stack(), values, secret_keys, location_fallback=location)

@@ -1,0 +1,365 @@
+"""GPU sizing by KAITO's own rules, at the lowest price.
+
+For one model replica and a KAITO release line, :func:`evaluate` says for any Azure size whether KAITO
+*accepts* it (the validating webhook), can *schedule* it (the controller / node estimator), and whether vLLM
+can physically *run* the model there, and if so with how many nodes and at what cost. :func:`choose` picks
+the cheapest feasible size; :func:`check_explicit` validates a size the stack names.
+
+The rules are transcribed from KAITO's Go code (../shared/kaito/SIZING.md):
+
+- KAITO 0.6 (AKS add-on, part A): the webhook's GPU-count / per-GPU / total-memory checks against the preset's
+  requirements (A3.3), the number of pods ``min(count, ceil(Treq / M))`` (A5), multi-node only for
+  distributed presets under vLLM, ``max-model-len`` required for ``count > 1`` or small multi-GPU SKUs (A3.4).
+  KAITO 0.6 accepts sizes that leave vLLM no room (mistral-7b on one 16 GiB T4), so the 0.12 estimator's
+  memory model, with 0.6's own ``--gpu-memory-utilization``, is applied as the physical-fit test.
+- KAITO 0.12 (Helm, part B): the node estimator (B4) decides the node count from weights, KV cache bytes per
+  token and max-model-len; ``resource.count`` is ignored. kaito-aks runs 0.12 with ``nodeProvisioner=byo``,
+  where the estimator reads per-GPU memory from GPU Feature Discovery's node label (MiB, rounded half-up to
+  GiB) instead of the SKU table; ``memory_source`` selects which.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+from infra.catalog import AzureGpuSize, Catalog, KaitoRelease, KaitoSku, ModelFacts
+from infra.models import ResolvedModel
+
+GIB = 1024**3
+MAX_NODES = 16                 # pools larger than this are not a sensible single replica
+V06_SMALL_GPU_GIB = 20         # A3.4: multi-GPU SKUs below this per-GPU memory need an explicit max-model-len
+
+
+class SizingError(ValueError):
+    """No size works, or the named one doesn't; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class SizingRequest:
+    model: ResolvedModel
+    runtime: str
+    release: KaitoRelease
+    max_model_len: int | None = None      # explicit (settings); None: KAITO's default
+    dtype: str | None = None
+    memory_source: str = "sku-table"      # "sku-table" (0.6, 0.12 NAP) | "node-labels" (0.12 BYO: GFD labels)
+    spot: bool = False
+
+    @property
+    def sizing_context(self) -> int:
+        """The context length the memory rules are evaluated at."""
+        if self.max_model_len:
+            return self.max_model_len
+        est = self.release.estimator
+        return est.default_max_model_len if est else 2048
+
+
+@dataclass(frozen=True)
+class Option:
+    """One Azure size, evaluated for one replica of one model."""
+
+    instance_type: str
+    feasible: bool
+    why: str                                # why it was rejected, or how it runs
+    nodes: int = 0                          # nodes in the replica's pool (and what you pay for)
+    kaito_count: int | None = None          # resource.count to write (0.6 only; 0.12 ignores it)
+    pods: int = 0                           # nodes that run inference pods
+    gpus_per_node: int = 0
+    usd_per_hour: float | None = None
+    gpu_memory_required_gib: float = 0.0
+    gpu_memory_available_gib: float = 0.0
+    max_model_len_required: bool = False    # the version's webhook demands an explicit max-model-len
+    multi_node: bool = False
+    parallelism: str = ""
+
+    @property
+    def sort_key(self) -> tuple:
+        return (self.usd_per_hour if self.usd_per_hour is not None else math.inf, self.nodes,
+                self.nodes * self.gpus_per_node, self.instance_type)
+
+
+@dataclass(frozen=True)
+class Decision:
+    chosen: Option
+    reason: str
+    alternatives: tuple[Option, ...]        # the other feasible sizes, cheapest first
+    rejected: tuple[Option, ...]            # everything else, with why
+    max_model_len: int | None               # value for the inference ConfigMap; None: don't set one
+    sizing_context: int
+    max_model_len_source: str = ""          # "settings" | "largest that fits (required by KAITO 0.6)" | ""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# KAITO 0.12's node estimator (pkg/workspace/estimator/nodesestimator/estimator.go; SIZING.md B4)
+
+class TooSmall(ValueError):
+    pass
+
+
+def estimator_nodes(
+    facts: ModelFacts,
+    per_gpu_gib: float,
+    gpus_per_node: int,
+    max_model_len: int,
+    gpu_memory_utilization: float = 0.84,
+    weight_expansion: float = 1.02,
+    base_overhead_gib: float = 2.3,
+    overhead_weight_factor: float = 0.05,
+) -> int:
+    """Nodes KAITO 0.12 targets for ``facts`` on a node of ``gpus_per_node`` GPUs of ``per_gpu_gib`` each.
+
+    Raises :class:`TooSmall` when one GPU can't even hold the fixed reserve (KAITO errors the same way).
+    """
+    model_size = facts.weights_gib * GIB * weight_expansion
+    avail = per_gpu_gib * GIB * gpu_memory_utilization
+    fixed = base_overhead_gib * GIB + (max_model_len * facts.kv_cache_bytes_per_token) / gpus_per_node
+    if avail <= fixed:
+        raise TooSmall(
+            f"{per_gpu_gib:g} GiB per GPU can't hold the {fixed / GIB:.1f} GiB fixed reserve "
+            f"(CUDA overhead + KV cache for {max_model_len} tokens)"
+        )
+    avail_per_gpu = (avail - fixed) / (1 + overhead_weight_factor)
+    min_gpus = int(model_size / avail_per_gpu) + 1   # floor + 1, as KAITO does (not ceil)
+    return math.ceil(min_gpus / gpus_per_node)
+
+
+def memory_need_gib(facts: ModelFacts, gpus: int, gpus_per_node: int, max_model_len: int) -> float:
+    """GPU memory a deployment needs, for display: loaded weights + per-GPU overhead + KV cache."""
+    kv = max_model_len * facts.kv_cache_bytes_per_token / GIB
+    return facts.weights_gib * 1.02 + gpus * 2.3 + kv * (gpus / gpus_per_node)
+
+
+def v06_gpu_memory_utilization(per_gpu_gib: int) -> float:
+    """KAITO 0.6's --gpu-memory-utilization: min(0.95, floor((1 - 1.5 GiB / per-GPU) * 100) / 100) (A5)."""
+    return min(0.95, math.floor((1 - 1.5 / per_gpu_gib) * 100) / 100)
+
+
+def byo_per_gpu_gib(nvml_memory_mib: int) -> int:
+    """KAITO 0.12 GetGPUConfigFromNodeLabels: int(MiB / 1024 + 0.5), i.e. rounded half-up (B1)."""
+    return int(nvml_memory_mib / 1024 + 0.5)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Evaluating one size
+
+def evaluate(req: SizingRequest, size: AzureGpuSize, catalog: Catalog | None = None) -> Option:
+    """Is ``size`` accepted, schedulable and physically big enough? With how many nodes, at what cost?"""
+    name = size.name
+    release = req.release
+    if size.retired:
+        return Option(name, False, f"retired by Azure on {size.retired.isoformat()}: no new capacity")
+    kaito_sku = _kaito_row(size, release)
+    if size.vendor != "nvidia":
+        return Option(name, False, f"{size.gpu_model}: KAITO's inference pods request nvidia.com/gpu, so they never schedule")
+    if kaito_sku is None:
+        if size.kaito_name and release.kaito_sku(size.kaito_name):
+            return Option(name, False, f"KAITO {release.version} spells it {size.kaito_name}; nodes carry "
+                                       f"{name}, so KAITO never matches them")
+        return Option(name, False, _not_in_table(size, release))
+    if size.usd_per_hour is None:
+        return Option(name, False, "no East US price in the SKU catalog, so its cost can't be planned")
+    if req.spot and not release.spot_toleration:
+        return Option(name, False, f"KAITO {release.version}'s pods don't tolerate AKS's spot taint")
+    if req.dtype == "bfloat16" and (size.compute_capability or 0) < 8.0:
+        return Option(name, False, f"{size.gpu_model} (compute capability {size.compute_capability}) has no bfloat16")
+    if release.line == "0.6":
+        return _evaluate_v06(req, size, kaito_sku)
+    return _evaluate_v012(req, size, kaito_sku)
+
+
+def _kaito_row(size: AzureGpuSize, release: KaitoRelease) -> KaitoSku | None:
+    # Nodes carry Azure's VM size name; KAITO must find *that* string in its table.
+    return release.kaito_sku(size.name)
+
+
+def _not_in_table(size: AzureGpuSize, release: KaitoRelease) -> str:
+    if release.line == "0.12":
+        cc = size.compute_capability
+        why = f" (compute capability {cc} < 8.0)" if cc is not None and cc < 8.0 else ""
+        return (f"not in KAITO {release.version}'s SKU table{why}: its Workspace would never get a node count "
+                "(\"Unsupported SKU\")")
+    return (f"not in KAITO {release.version}'s SKU table: KAITO would skip every resource check for it, "
+            "so kaito-aks doesn't deploy it")
+
+
+def _evaluate_v06(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Option:
+    preset = req.model.preset_v06
+    assert preset is not None, "KAITO 0.6 sizing needs a 0.6 preset"
+    name, g, m = size.name, sku.gpus, sku.total_gpu_memory_gib
+    per_gpu = m // g
+    if per_gpu < preset.per_gpu_memory_gib:
+        return Option(name, False, f"{per_gpu} GiB per GPU < the {preset.per_gpu_memory_gib:g} GiB per GPU "
+                                   f"KAITO {req.release.version} requires for {preset.name}")
+    # the smallest resource.count that passes checks 1 (GPU count) and 3 (total memory)
+    count = max(1, math.ceil(preset.gpus / g), math.ceil(preset.total_gpu_memory_gib / m))
+    if count > MAX_NODES:
+        return Option(name, False, f"would need {count} nodes (more than {MAX_NODES})")
+    if preset.distributed and preset.total_gpu_memory_gib > m and req.runtime == "transformers":
+        return Option(name, False, "too big for one node, and multi-node inference needs the vLLM runtime")
+    pods = min(count, math.ceil(preset.total_gpu_memory_gib / m))
+    multi = preset.distributed and req.runtime == "vllm" and pods > 1
+    if pods > 1 and not multi:
+        return Option(name, False, f"KAITO would run {pods} independent replicas, each on one node with "
+                                   f"{m} GiB < the {preset.total_gpu_memory_gib:g} GiB {preset.name} needs (not distributed)")
+    tp = g if preset.tensor_parallel else 1
+    mml_required = count > 1 or (g > 1 and per_gpu < V06_SMALL_GPU_GIB)
+    price = size.usd_per_hour * count
+    base = Option(
+        name, True, "", nodes=count, kaito_count=count, pods=pods, gpus_per_node=g, usd_per_hour=round(price, 4),
+        gpu_memory_required_gib=float(preset.total_gpu_memory_gib), gpu_memory_available_gib=float(count * m),
+        max_model_len_required=mml_required, multi_node=multi,
+        parallelism=f"TP={tp} x PP={pods} (Ray)" if multi else f"TP={tp}",
+    )
+    facts = req.model.facts
+    if facts is not None:
+        gpus_used = tp if not multi else g
+        util = v06_gpu_memory_utilization(per_gpu)
+        try:
+            need = estimator_nodes(facts, m / g, gpus_used, req.sizing_context, gpu_memory_utilization=util)
+        except TooSmall as err:
+            return replace(base, feasible=False, why=f"KAITO {req.release.version} accepts it, but {err}")
+        if need > pods:
+            return replace(base, feasible=False, why=(
+                f"KAITO {req.release.version} accepts it, but vLLM can't run it: {facts.weights_gib:g} GiB of weights "
+                f"+ KV cache for {req.sizing_context} tokens need {need} node(s) of this size at "
+                f"--gpu-memory-utilization {util}, and KAITO uses {pods}"))
+        base = replace(base, gpu_memory_required_gib=round(max(
+            preset.total_gpu_memory_gib, memory_need_gib(facts, gpus_used * pods, gpus_used, req.sizing_context)), 2))
+    idle = f"; {count - pods} node(s) idle (KAITO's GPU-count rule)" if count > pods else ""
+    return replace(base, why=f"{count} x {name}, {base.parallelism}{idle}")
+
+
+def _evaluate_v012(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Option:
+    facts = req.model.facts
+    assert facts is not None, "KAITO 0.12 sizing needs the model's facts"
+    est = req.release.estimator
+    name, g = size.name, sku.gpus
+    if req.memory_source == "node-labels":
+        if size.nvml_memory_mib is None:
+            return Option(name, False, "the GPU memory its nodes report (GFD label) is unknown, so KAITO's "
+                                       "bring-your-own-nodes sizing can't be predicted")
+        per_gpu = float(byo_per_gpu_gib(size.nvml_memory_mib))
+    else:
+        per_gpu = sku.total_gpu_memory_gib / g
+    try:
+        nodes = estimator_nodes(
+            facts, per_gpu, g, req.sizing_context,
+            gpu_memory_utilization=est.gpu_memory_utilization, weight_expansion=est.weight_expansion_factor,
+            base_overhead_gib=est.base_overhead_gib, overhead_weight_factor=est.overhead_weight_factor,
+        )
+    except TooSmall as err:
+        return Option(name, False, f"KAITO's estimator rejects it: {err}")
+    if nodes > MAX_NODES:
+        return Option(name, False, f"KAITO's estimator targets {nodes} nodes (more than {MAX_NODES})")
+    node_gib = per_gpu * g
+    if req.runtime == "transformers":
+        if nodes > 1 or node_gib < facts.weights_gib:
+            return Option(name, False, "too big for one node, and the transformers runtime is single-node")
+    multi = nodes > 1
+    if multi:
+        parallelism = f"TP={g} x PP={nodes} (Ray)"
+    elif g > 1 and facts.weights_gib * g * 2 < node_gib:
+        parallelism = f"DP={g}"          # model under half a GPU: one copy per GPU (configureParallelism)
+    else:
+        parallelism = f"TP={g}"
+    price = size.usd_per_hour * nodes
+    return Option(
+        name, True, f"{nodes} x {name}, {parallelism}", nodes=nodes, kaito_count=None, pods=nodes,
+        gpus_per_node=g, usd_per_hour=round(price, 4),
+        gpu_memory_required_gib=round(memory_need_gib(facts, nodes * g, g, req.sizing_context), 2),
+        gpu_memory_available_gib=round(nodes * node_gib, 2), multi_node=multi, parallelism=parallelism,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Choosing
+
+def evaluate_all(req: SizingRequest, catalog: Catalog) -> list[Option]:
+    return sorted((evaluate(req, s, catalog) for s in catalog.sizes.values()), key=lambda o: o.sort_key)
+
+
+def choose(req: SizingRequest, catalog: Catalog) -> Decision:
+    """The cheapest size KAITO accepts, schedules and that fits; ties go to fewer nodes, then fewer GPUs."""
+    options = evaluate_all(req, catalog)
+    feasible = [o for o in options if o.feasible]
+    rejected = tuple(o for o in options if not o.feasible)
+    if not feasible:
+        raise SizingError(_nothing_fits(req, rejected))
+    chosen, others = feasible[0], tuple(feasible[1:])
+    reason = f"cheapest that KAITO {req.release.version} accepts and that fits: {chosen.why}"
+    if others:
+        runner_up = others[0]
+        reason += f" (next: {runner_up.nodes} x {runner_up.instance_type} ${runner_up.usd_per_hour:.3f}/h)"
+    return _with_context(req, catalog, chosen, reason, others, rejected)
+
+
+def check_explicit(req: SizingRequest, catalog: Catalog, instance_type: str) -> Decision:
+    """Validate a size the stack names, by the same rules; it gets the node count KAITO will use."""
+    size = catalog.size(instance_type)
+    if size is None:
+        other_case = catalog.size_ignoring_case(instance_type)
+        if other_case:
+            raise SizingError(f"Azure size names are matched exactly by KAITO's node selection; write '{other_case.name}'")
+        raise SizingError(f"'{instance_type}' is not an Azure GPU size kaito-aks knows "
+                          f"(infra/catalog/azure_gpu_skus.yaml){_cheapest_hint(req, catalog)}")
+    option = evaluate(req, size, catalog)
+    options = evaluate_all(req, catalog)
+    others = tuple(o for o in options if o.feasible and o.instance_type != option.instance_type)
+    rejected = tuple(o for o in options if not o.feasible and o.instance_type != option.instance_type)
+    if not option.feasible:
+        raise SizingError(f"{size.name}: {option.why}{_cheapest_hint(req, catalog)}")
+    reason = f"set in the stack: {option.why}"
+    cheaper = [o for o in others if o.sort_key < option.sort_key]
+    if cheaper and cheaper[0].usd_per_hour < option.usd_per_hour:
+        best = cheaper[0]
+        reason += (f" (${option.usd_per_hour - best.usd_per_hour:.3f}/h more than auto's "
+                   f"{best.nodes} x {best.instance_type})")
+    return _with_context(req, catalog, option, reason, others, rejected)
+
+
+def _with_context(req: SizingRequest, catalog: Catalog, chosen: Option, reason: str, others, rejected) -> Decision:
+    """Decide the max-model-len to write: the stack's, or, where 0.6 demands one, the largest that fits."""
+    if req.max_model_len:
+        return Decision(chosen, reason, others, rejected, req.max_model_len, req.sizing_context, "settings")
+    if chosen.max_model_len_required:
+        fit = largest_fitting_context(req, catalog, chosen)
+        return Decision(chosen, reason, others, rejected, fit, req.sizing_context,
+                        f"largest that fits; KAITO {req.release.version} requires one for this size")
+    return Decision(chosen, reason, others, rejected, None, req.sizing_context, "")
+
+
+def largest_fitting_context(req: SizingRequest, catalog: Catalog, option: Option) -> int:
+    """Largest max-model-len (multiple of 256, <= the model's context) that still fits ``option``'s nodes."""
+    facts = req.model.facts
+    limit = req.model.context_limit or req.sizing_context
+    if facts is None:
+        return min(limit, req.sizing_context)
+    lo, hi = 256, limit
+    best = min(req.sizing_context, limit)
+
+    def fits(tokens: int) -> bool:
+        probe = replace(req, max_model_len=tokens)
+        again = evaluate(probe, catalog.sizes[option.instance_type], catalog)
+        return again.feasible and again.nodes == option.nodes
+
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        if fits(mid):
+            best, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    return max(256, best - best % 256) if best >= 256 else best
+
+
+def _cheapest_hint(req: SizingRequest, catalog: Catalog) -> str:
+    feasible = [o for o in evaluate_all(req, catalog) if o.feasible]
+    if not feasible:
+        return ""
+    best = feasible[0]
+    return f"; use instanceType: auto (cheapest: {best.nodes} x {best.instance_type}, ${best.usd_per_hour:.3f}/h)"
+
+
+def _nothing_fits(req: SizingRequest, rejected: tuple[Option, ...]) -> str:
+    priced = [o for o in rejected if "price" not in o.why and "retired" not in o.why and "never schedule" not in o.why]
+    closest = "; ".join(f"{o.instance_type}: {o.why}" for o in priced[:2])
+    return (f"no Azure GPU size in the catalog runs {req.model.preset} on KAITO {req.release.version} with "
+            f"runtime {req.runtime} at {req.sizing_context} tokens ({closest})")
