@@ -155,4 +155,4 @@ def _resolve_v012(ref: str, release: KaitoRelease, catalog: Catalog, user_facts:
 
 def _did_you_mean(word: str, choices) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from infra.catalog import AzureGpuSize, Catalog, KaitoRelease, KaitoSku, ModelFacts
+from infra.catalog import AzureGpuSize, Catalog, KaitoRelease, KaitoSku, ModelFacts, PresetV06
 from infra.models import ResolvedModel
 
 GIB = 1024**3
@@ -181,38 +181,62 @@ def _not_in_table(size: AzureGpuSize, release: KaitoRelease) -> str:
             "so kaito-aks doesn't deploy it")
 
 
+@dataclass(frozen=True)
+class V06Placement:
+    """What KAITO 0.6 itself does with a preset on a SKU (SIZING.md A3.3, A3.4, A5), before physics."""
+
+    accepted: bool
+    why: str = ""
+    count: int = 0               # smallest resource.count the webhook accepts
+    pods: int = 0                # numNodes = min(count, ceil(Treq / M))
+    multi_node: bool = False     # StatefulSet + Ray (distributed preset, vLLM, pods > 1)
+    no_fit: bool = False         # accepted, but independent replicas each below the preset's memory need
+    max_model_len_required: bool = False
+
+
+def kaito_v06_placement(preset: PresetV06, sku: KaitoSku, runtime: str) -> V06Placement:
+    g, m = sku.gpus, sku.total_gpu_memory_gib
+    per_gpu = m // g
+    if per_gpu < preset.per_gpu_memory_gib:
+        return V06Placement(False, f"{per_gpu} GiB per GPU < the {preset.per_gpu_memory_gib:g} GiB per GPU "
+                                   f"KAITO 0.6 requires for {preset.name}")
+    if preset.distributed and preset.total_gpu_memory_gib > m and runtime == "transformers":
+        return V06Placement(False, "too big for one node, and multi-node inference needs the vLLM runtime")
+    # the smallest resource.count that passes checks 1 (GPU count) and 3 (total memory)
+    count = max(1, math.ceil(preset.gpus / g), math.ceil(preset.total_gpu_memory_gib / m))
+    pods = min(count, math.ceil(preset.total_gpu_memory_gib / m))
+    multi = preset.distributed and runtime == "vllm" and pods > 1
+    return V06Placement(
+        True, count=count, pods=pods, multi_node=multi, no_fit=pods > 1 and not multi,
+        max_model_len_required=count > 1 or (g > 1 and per_gpu < V06_SMALL_GPU_GIB),
+    )
+
+
 def _evaluate_v06(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Option:
     preset = req.model.preset_v06
     assert preset is not None, "KAITO 0.6 sizing needs a 0.6 preset"
     name, g, m = size.name, sku.gpus, sku.total_gpu_memory_gib
-    per_gpu = m // g
-    if per_gpu < preset.per_gpu_memory_gib:
-        return Option(name, False, f"{per_gpu} GiB per GPU < the {preset.per_gpu_memory_gib:g} GiB per GPU "
-                                   f"KAITO {req.release.version} requires for {preset.name}")
-    # the smallest resource.count that passes checks 1 (GPU count) and 3 (total memory)
-    count = max(1, math.ceil(preset.gpus / g), math.ceil(preset.total_gpu_memory_gib / m))
+    placement = kaito_v06_placement(preset, sku, req.runtime)
+    if not placement.accepted:
+        return Option(name, False, placement.why)
+    count, pods, multi = placement.count, placement.pods, placement.multi_node
     if count > MAX_NODES:
         return Option(name, False, f"would need {count} nodes (more than {MAX_NODES})")
-    if preset.distributed and preset.total_gpu_memory_gib > m and req.runtime == "transformers":
-        return Option(name, False, "too big for one node, and multi-node inference needs the vLLM runtime")
-    pods = min(count, math.ceil(preset.total_gpu_memory_gib / m))
-    multi = preset.distributed and req.runtime == "vllm" and pods > 1
-    if pods > 1 and not multi:
+    if placement.no_fit:
         return Option(name, False, f"KAITO would run {pods} independent replicas, each on one node with "
                                    f"{m} GiB < the {preset.total_gpu_memory_gib:g} GiB {preset.name} needs (not distributed)")
     tp = g if preset.tensor_parallel else 1
-    mml_required = count > 1 or (g > 1 and per_gpu < V06_SMALL_GPU_GIB)
     price = size.usd_per_hour * count
     base = Option(
         name, True, "", nodes=count, kaito_count=count, pods=pods, gpus_per_node=g, usd_per_hour=round(price, 4),
         gpu_memory_required_gib=float(preset.total_gpu_memory_gib), gpu_memory_available_gib=float(count * m),
-        max_model_len_required=mml_required, multi_node=multi,
+        max_model_len_required=placement.max_model_len_required, multi_node=multi,
         parallelism=f"TP={tp} x PP={pods} (Ray)" if multi else f"TP={tp}",
     )
     facts = req.model.facts
     if facts is not None:
         gpus_used = tp if not multi else g
-        util = v06_gpu_memory_utilization(per_gpu)
+        util = v06_gpu_memory_utilization(m // g)
         try:
             need = estimator_nodes(facts, m / g, gpus_used, req.sizing_context, gpu_memory_utilization=util)
         except TooSmall as err:

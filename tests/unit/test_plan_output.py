@@ -1,0 +1,66 @@
+"""The plan CLI on the project's own stacks: the table, and the documented JSON shape."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from infra.plan import build_plan, pool_name
+from infra.settings import load_stack_file
+
+REPLICA_KEYS = {"name", "replica", "model", "preset", "runtime", "instance_type", "nodes", "gpus_per_node",
+                "max_model_len", "gpu_memory_required_gib", "gpu_memory_available_gib", "usd_per_hour", "reason",
+                "alternatives"}
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "infra", "plan", *args], capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_json_has_the_documented_shape(stack):
+    result = cli("--stack", stack, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert {"stack", "kaito", "models", "usd_per_hour", "usd_per_month"} <= set(doc)
+    assert set(doc["kaito"]) == {"mode", "version"}
+    assert doc["models"], "at least one replica"
+    for replica in doc["models"]:
+        assert REPLICA_KEYS <= set(replica)
+        for alt in replica["alternatives"]:
+            assert set(alt) == {"instance_type", "nodes", "usd_per_hour"}
+    assert doc["usd_per_hour"] == pytest.approx(sum(r["usd_per_hour"] for r in doc["models"]))
+    assert doc["usd_per_month"] == pytest.approx(doc["usd_per_hour"] * 730, abs=0.01)
+
+
+def test_prod_plan_is_what_the_stack_says():
+    plan = build_plan(load_stack_file("prod"))
+    assert (plan.kaito_mode, plan.kaito_version) == ("helm", "0.12.0")
+    assert [r.workspace for r in plan.replicas] == ["llama-8b", "llama-8b-r1", "llama-70b"]
+    assert all(r.gated and r.reference_hf_token for r in plan.replicas)
+    assert plan.usd_per_hour <= plan.settings.budget.max_usd_per_hour
+    assert plan.replicas[2].instance_type == "Standard_NC80adis_H100_v5" and plan.replicas[2].nodes == 1
+
+
+def test_dev_plan_is_small_ungated_and_on_the_addon():
+    plan = build_plan(load_stack_file("dev"))
+    assert (plan.kaito_mode, plan.kaito_version) == ("addon", "0.6.0")
+    assert len(plan.replicas) == 1 and not plan.replicas[0].gated
+    assert plan.usd_per_hour <= plan.settings.budget.max_usd_per_hour
+
+
+def test_table_lists_every_replica_total_reasons_and_quota():
+    result = cli("--stack", "prod")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for needle in ("llama-8b ", "llama-8b-r1", "llama-70b", "Standard_NC80adis_H100_v5", "Total: $20.360/hour",
+                   "$14,862.80/month", "Why:", "GPU quota needed in eastus", "NCads_H100_v5: 80 vCPUs"):
+        assert needle in out, needle
+
+
+def test_pool_names_are_valid_stable_and_distinct():
+    names = {pool_name(f"model-{i}") for i in range(500)} | {pool_name("llama-8b"), pool_name("llama-8b-r1")}
+    assert len(names) == 502
+    for name in names:
+        assert len(name) <= 12 and name[0].isalpha() and name.isalnum() and name == name.lower()
+    assert pool_name("llama-8b") == pool_name("llama-8b")
