@@ -1,0 +1,126 @@
+"""KaitoCluster: resource group, AKS with KAITO (add-on or Helm chart), identities, Kubernetes provider."""
+from __future__ import annotations
+
+import base64
+
+import pulumi
+import pulumi_azure_native.authorization as authorization
+import pulumi_azure_native.containerservice as containerservice
+import pulumi_azure_native.managedidentity as managedidentity
+import pulumi_azure_native.resources as resources
+import pulumi_kubernetes as k8s
+
+from infra import azure_spec
+from infra.plan import Plan
+
+
+class KaitoCluster(pulumi.ComponentResource):
+    """An AKS cluster ready for KAITO Workspaces.
+
+    Outputs: ``resource_group_name``, ``cluster_name``, ``node_resource_group``, ``oidc_issuer_url``,
+    ``kubeconfig`` (secret). Attributes for other components: ``provider`` (Kubernetes, from the cluster's
+    user credentials) and ``kaito_ready`` (what a Workspace must wait for: KAITO's webhook fails closed).
+    """
+
+    def __init__(self, name: str, plan: Plan, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("kaito-aks:index:KaitoCluster", name, None, opts)
+        self._name = name
+        settings = plan.settings
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.resource_group = resources.ResourceGroup(
+            f"{name}-rg", resource_group_name=settings.resource_group, location=settings.cluster.location,
+            tags=azure_spec.tags(plan), opts=child)
+
+        self.cluster = containerservice.ManagedCluster(
+            f"{name}-aks",
+            resource_group_name=self.resource_group.name,
+            **azure_spec.managed_cluster_args(plan),
+            # GPU pools are separate AgentPool resources; AKS reports them in agentPoolProfiles too
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["agentPoolProfiles"]),
+        )
+        self.resource_group_name = self.resource_group.name
+        self.cluster_name = self.cluster.name
+        self.node_resource_group = self.cluster.node_resource_group
+        self.oidc_issuer_url = self.cluster.oidc_issuer_profile.apply(lambda p: p.issuer_url if p else None)
+
+        self.kubeconfig = pulumi.Output.secret(
+            containerservice.list_managed_cluster_user_credentials_output(
+                resource_group_name=self.resource_group.name,
+                resource_name=self.cluster.name,
+                format="exec" if settings.cluster.azure_rbac else None,
+            ).kubeconfigs[0].value.apply(lambda v: _kubeconfig(v, settings.cluster.azure_rbac))
+        )
+        self.provider = k8s.Provider(
+            f"{name}-k8s", kubeconfig=self.kubeconfig, delete_unreachable=True,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster]))
+
+        self.kaito_ready: list[pulumi.Resource] = [self.cluster]
+        if settings.kaito.mode == "helm":
+            self.kaito_ready = [self._kaito_chart(plan)]
+        elif settings.kaito.provisioner_identity:
+            self._wire_addon_identity(settings.cluster_name)
+
+        self.register_outputs({
+            "resource_group_name": self.resource_group_name,
+            "cluster_name": self.cluster_name,
+            "node_resource_group": self.node_resource_group,
+            "oidc_issuer_url": self.oidc_issuer_url,
+            "kubeconfig": self.kubeconfig,
+        })
+
+    def _kaito_chart(self, plan: Plan) -> pulumi.Resource:
+        """KAITO's workspace chart, pinned, in bring-your-own-nodes mode; waits until its webhook serves."""
+        k8s_opts = pulumi.ResourceOptions(parent=self, provider=self.provider)
+        ns = k8s.core.v1.Namespace(f"{self._name}-kaito-ns", metadata={"name": azure_spec.KAITO_HELM_NAMESPACE}, opts=k8s_opts)
+        return k8s.helm.v3.Release(
+            f"{self._name}-kaito-workspace",
+            name="kaito-workspace",
+            namespace=azure_spec.KAITO_HELM_NAMESPACE,
+            chart=azure_spec.KAITO_CHART,
+            version=plan.kaito_version,
+            repository_opts={"repo": azure_spec.KAITO_CHART_REPO},
+            values=azure_spec.kaito_chart_values(plan),
+            atomic=True,
+            timeout=900,
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[ns]),
+        )
+
+    def _wire_addon_identity(self, cluster_name: str) -> None:
+        """The add-on's gpu-provisioner identity: Contributor on the resource group + federated credential.
+
+        Only needed if KAITO itself provisions nodes; kaito-aks creates every GPU pool, so this is off by default.
+        """
+        identity = managedidentity.get_user_assigned_identity_output(
+            resource_group_name=self.cluster.node_resource_group,
+            resource_name=f"{azure_spec.ADDON_IDENTITY_PREFIX}{cluster_name}")
+        client = authorization.get_client_config_output()
+        authorization.RoleAssignment(
+            f"{self._name}-kaito-provisioner-contributor",
+            principal_id=identity.principal_id,
+            principal_type="ServicePrincipal",
+            role_definition_id=client.subscription_id.apply(
+                lambda sub: f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/"
+                            f"{azure_spec.CONTRIBUTOR_ROLE}"),
+            scope=self.resource_group.id,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        managedidentity.FederatedIdentityCredential(
+            f"{self._name}-kaito-provisioner-fic",
+            resource_group_name=self.cluster.node_resource_group,
+            resource_name_=f"{azure_spec.ADDON_IDENTITY_PREFIX}{cluster_name}",
+            federated_identity_credential_resource_name="kaito-federated-identity",
+            issuer=self.oidc_issuer_url,
+            subject=azure_spec.ADDON_PROVISIONER_SUBJECT,
+            audiences=["api://AzureADTokenExchange"],
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+
+def _kubeconfig(encoded: str, azure_rbac: bool) -> str:
+    text = base64.b64decode(encoded).decode()
+    if azure_rbac:
+        # Entra ID clusters hand out an exec kubeconfig (kubelogin); use the Azure CLI login that CI and
+        # operators already have instead of an interactive device code.
+        text = text.replace("- devicecode", "- azurecli")
+    return text

@@ -1,0 +1,41 @@
+"""Gateway: the stack's one authenticated address in front of every model (nginx, configured by infra.gateway)."""
+from __future__ import annotations
+
+import hashlib
+
+import pulumi
+
+from components import k8s
+from infra import gateway
+from infra.plan import Plan
+
+
+class Gateway(pulumi.ComponentResource):
+    """nginx Deployment + LoadBalancer Service; API keys live only in a Kubernetes Secret built from the
+    ``kaito-aks:apiKeys`` secret setting, and a key change rolls the pods one at a time (no downtime).
+
+    Outputs: ``url`` (http://<address>), ``address``.
+    """
+
+    def __init__(self, name: str, plan: Plan, api_keys: pulumi.Output, cluster, depends_on: list[pulumi.Resource],
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("kaito-aks:index:Gateway", name, None, opts)
+        k8s_opts = lambda deps: pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=deps)
+        keys = pulumi.Output.secret(api_keys).apply(gateway.parse_api_keys)
+        keys_map = pulumi.Output.secret(keys.apply(gateway.render_keys_map))
+        keys_sha = pulumi.Output.secret(keys_map.apply(lambda m: hashlib.sha256(m.encode()).hexdigest()[:16]))
+
+        conf = k8s.apply("gateway-conf", gateway.config_map(plan), k8s_opts(depends_on))
+        secret = k8s.apply("gateway-keys", gateway.keys_secret(plan, keys_map), k8s_opts(depends_on))
+        deployment_obj = gateway.deployment(plan, keys_checksum=keys_sha)
+        deployment = k8s.apply("gateway", deployment_obj, k8s_opts([conf, secret, *depends_on]))
+        k8s.apply("gateway-pdb", gateway.disruption_budget(plan), k8s_opts(depends_on))
+        k8s.apply("gateway-netpol", gateway.network_policy(plan), k8s_opts(depends_on))
+        service = k8s.apply("gateway-service", gateway.service(plan), k8s_opts([deployment]))
+
+        self.address = service.status.apply(
+            lambda s: (s.load_balancer.ingress[0].ip or s.load_balancer.ingress[0].hostname)
+            if s and s.load_balancer and s.load_balancer.ingress else None)
+        self.url = self.address.apply(lambda a: f"http://{a}" if a else None)
+        self.first_key = pulumi.Output.secret(keys.apply(lambda k: k[0]))
+        self.register_outputs({"url": self.url, "address": self.address})

@@ -1,0 +1,78 @@
+"""ModelDeployment: one model of the stack, one Workspace + one GPU pool + one endpoint Service per replica."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pulumi
+
+from components import k8s
+from components.gpu_pool import GpuNodePool
+from infra import manifests
+from infra.plan import Plan, ReplicaPlan
+
+
+@dataclass
+class ReplicaResources:
+    plan: ReplicaPlan
+    pool: GpuNodePool
+    workspace: pulumi.CustomResource
+    service: pulumi.CustomResource
+    url: pulumi.Output[str] | None = None       # direct endpoint (no gateway)
+
+
+class ModelDeployment(pulumi.ComponentResource):
+    """Creates, per replica: its GPU pool; the inference ConfigMap when the plan sets vLLM flags; the Workspace,
+    only once its pool and the KAITO controller are ready, waited on until WorkspaceSucceeded and replaced
+    (delete first) when a field KAITO makes immutable changes; the endpoint Service; its NetworkPolicy.
+
+    Outputs: ``workspaces``, ``endpoints`` (direct URLs; empty behind the gateway).
+    """
+
+    def __init__(self, name: str, plan: Plan, model_name: str, cluster, depends_on: list[pulumi.Resource],
+                 gateway_pod_labels: dict[str, str] | None, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("kaito-aks:index:ModelDeployment", name, None, opts)
+        self.replicas: list[ReplicaResources] = []
+        for r in plan.replicas_of(model_name):
+            self.replicas.append(self._replica(r, plan, cluster, depends_on, gateway_pod_labels))
+        self.workspaces = [rr.plan.workspace for rr in self.replicas]
+        self.endpoints = pulumi.Output.all(*[rr.url for rr in self.replicas if rr.url is not None])
+        self.register_outputs({"workspaces": self.workspaces, "endpoints": self.endpoints})
+
+    def _replica(self, r: ReplicaPlan, plan: Plan, cluster, depends_on: list[pulumi.Resource],
+                 gateway_pod_labels: dict[str, str] | None) -> ReplicaResources:
+        pool = GpuNodePool(r.pool_name, r, cluster, opts=pulumi.ResourceOptions(parent=self))
+        k8s_opts = lambda **kw: pulumi.ResourceOptions(parent=self, provider=cluster.provider, **kw)
+        before_workspace: list[pulumi.Resource] = [pool.agent_pool, *cluster.kaito_ready, *depends_on]
+        config = manifests.inference_config_map(r)
+        if config is not None:
+            before_workspace.append(k8s.apply(f"{r.workspace}-config", config, k8s_opts(depends_on=depends_on)))
+        workspace = k8s.apply(
+            f"{r.workspace}-workspace", manifests.workspace(r),
+            k8s_opts(
+                depends_on=before_workspace,
+                # model, selector and instance type are immutable in KAITO: replace instead of failing the update
+                replace_on_changes=["resource", "inference.preset"],
+                delete_before_replace=True,
+                custom_timeouts=pulumi.CustomTimeouts(create=f"{r.wait_timeout_seconds}s",
+                                                      update=f"{r.wait_timeout_seconds}s"),
+            ),
+        )
+        service_obj = manifests.endpoint_service(r, plan)
+        service = k8s.apply(f"{r.workspace}-endpoint", service_obj, k8s_opts(depends_on=[workspace]))
+        k8s.apply(f"{r.workspace}-netpol", manifests.inference_network_policy(r, plan, gateway_pod_labels),
+                  k8s_opts(depends_on=depends_on))
+        url = None
+        if service_obj["spec"]["type"] == "LoadBalancer":
+            url = service.status.apply(_lb_url)
+        return ReplicaResources(r, pool, workspace, service, url)
+
+
+def _lb_url(status: Any) -> str | None:
+    ingress = ((status or {}).get("loadBalancer") or {}).get("ingress") or [] if isinstance(status, dict) else \
+        (getattr(getattr(status, "load_balancer", None), "ingress", None) or [])
+    if not ingress:
+        return None
+    first = ingress[0]
+    host = first.get("ip") or first.get("hostname") if isinstance(first, dict) else (first.ip or first.hostname)
+    return f"http://{host}" if host else None

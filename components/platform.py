@@ -1,0 +1,135 @@
+"""KaitoPlatform: the whole stack from its Plan -- cluster, namespace guardrails, models, gateway, checks."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+
+from components import k8s
+from components.cluster import KaitoCluster
+from components.gateway import Gateway
+from components.model import ModelDeployment
+from infra import gateway as gateway_spec
+from infra import manifests
+from infra.plan import Plan
+
+
+@dataclass(frozen=True)
+class StackSecrets:
+    """Secret settings as Pulumi secret Outputs (None when not set)."""
+
+    hf_token: pulumi.Output | None = None
+    api_keys: pulumi.Output | None = None
+
+
+class KaitoPlatform(pulumi.ComponentResource):
+    """Everything ``python -m infra plan`` shows, as resources. No sizing decision is made here.
+
+    Outputs per model (``models``): endpoint URL per replica, served model name, Azure size, nodes, $/hour and
+    the endpoint check's measurements; ``cluster_name``, ``resource_group``, ``gateway_url``, ``kubeconfig``.
+    """
+
+    def __init__(self, name: str, plan: Plan, secrets: StackSecrets, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("kaito-aks:index:KaitoPlatform", name, None, opts)
+        self.plan = plan
+        self.cluster = KaitoCluster("cluster", plan, opts=pulumi.ResourceOptions(parent=self))
+        k8s_opts = lambda deps=(): pulumi.ResourceOptions(parent=self, provider=self.cluster.provider,
+                                                          depends_on=list(deps))
+
+        ns = k8s.apply("namespace", manifests.namespace(plan), k8s_opts())
+        base = [ns]
+        base.append(k8s.apply("default-deny", manifests.default_deny_ingress(plan), k8s_opts([ns])))
+        for obj in gateway_spec.namespace_guardrails(plan):
+            base.append(k8s.apply(obj["metadata"]["name"], obj, k8s_opts([ns])))
+        if manifests.needs_hf_token(plan):
+            if secrets.hf_token is None:
+                raise pulumi.RunError("kaito-aks:hfToken: a gated model needs it; "
+                                      "`pulumi config set --secret hfToken hf_...`")
+            token = pulumi.Output.secret(secrets.hf_token)
+            base.append(k8s.apply("hf-token", manifests.hf_token_secret(plan, token), k8s_opts([ns])))
+
+        gateway_labels = gateway_spec.pod_labels() if plan.settings.gateway_enabled else None
+        self.models = {
+            name: ModelDeployment(name, plan, name, self.cluster, base, gateway_labels,
+                                  opts=pulumi.ResourceOptions(parent=self))
+            for name in plan.model_names
+        }
+
+        self.gateway: Gateway | None = None
+        if plan.settings.gateway_enabled:
+            if secrets.api_keys is None:
+                raise pulumi.RunError("kaito-aks:apiKeys: the gateway needs API keys; "
+                                      "`pulumi config set --secret apiKeys '[\"sk-...\"]'`")
+            services = [rr.service for m in self.models.values() for rr in m.replicas]
+            self.gateway = Gateway("gateway", plan, secrets.api_keys, self.cluster, [*base, *services],
+                                   opts=pulumi.ResourceOptions(parent=self))
+
+        self.checks = self._endpoint_checks()
+        self.register_outputs({"cluster_name": self.cluster.cluster_name,
+                               "gateway_url": self.gateway.url if self.gateway else None})
+
+    def _endpoint_checks(self) -> dict[str, list]:
+        """One check per replica, after its endpoint has an address: direct, or through the gateway with a key."""
+        settings = self.plan.settings.endpoint_check
+        if not settings.enabled:
+            return {}
+        from components.endpoint_check import EndpointCheck
+
+        checks: dict[str, list] = {}
+        for name, model in self.models.items():
+            checks[name] = []
+            for rr in model.replicas:
+                r = rr.plan
+                if self.gateway is not None:
+                    base = pulumi.Output.from_input(settings.url) if settings.url else self.gateway.url
+                    url = base.apply(lambda b, ws=r.workspace: f"{b.rstrip('/')}/_replicas/{ws}" if b else None)
+                    api_key, deps = self.gateway.first_key, [self.gateway]
+                else:
+                    url = pulumi.Output.from_input(settings.url) if settings.url else rr.url
+                    api_key, deps = None, [rr.service]
+                checks[name].append(EndpointCheck(
+                    f"{r.workspace}-check",
+                    base_url=url,
+                    runtime=r.runtime,
+                    kaito_version=r.kaito_version,
+                    expected_model=r.served_model,
+                    api_key=api_key,
+                    timeout_s=settings.timeout_seconds,
+                    concurrency=settings.concurrency,
+                    trigger=f"{r.preset}|{r.instance_type}|{r.nodes}",
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=deps),
+                ))
+        return checks
+
+    def exports(self) -> dict:
+        """What `pulumi stack output` shows: per model, and for the stack."""
+        out_models = {}
+        for name, model in self.models.items():
+            replicas = self.plan.replicas_of(name)
+            first = replicas[0]
+            if self.gateway is not None:
+                endpoint = self.gateway.url.apply(lambda u, n=name: f"{u}/{n}/v1" if u else None)
+            else:
+                endpoint = pulumi.Output.all(*[rr.url for rr in model.replicas]).apply(
+                    lambda urls: [f"{u}/v1" for u in urls if u])
+            checks = self.checks.get(name, [])
+            out_models[name] = {
+                "endpoint": endpoint,
+                "served_model": first.served_model,
+                "preset": first.preset,
+                "instance_type": first.instance_type,
+                "nodes_per_replica": first.nodes,
+                "replicas": len(replicas),
+                "usd_per_hour": round(sum(r.usd_per_hour for r in replicas), 4),
+                "checks": [{"served_model": c.served_model, "latency_ms": c.latency_ms, "ttft_ms": c.ttft_ms,
+                            "tokens_per_s": c.tokens_per_s, "checked_at": c.checked_at} for c in checks],
+            }
+        return {
+            "models": out_models,
+            "cluster_name": self.cluster.cluster_name,
+            "resource_group": self.cluster.resource_group_name,
+            "gateway_url": self.gateway.url if self.gateway else None,
+            "kaito": {"mode": self.plan.kaito_mode, "version": self.plan.kaito_version},
+            "usd_per_hour": self.plan.usd_per_hour,
+            "kubeconfig": self.cluster.kubeconfig,
+        }

@@ -1,0 +1,129 @@
+"""The Azure side of the plan as plain arguments: the AKS cluster, one GPU agent pool per replica, KAITO's chart.
+
+Pure functions of the Plan; ``components/`` passes them to pulumi-azure-native / pulumi-kubernetes unchanged
+(snake_case keys, which the SDK accepts for its ``...Args`` types).
+"""
+from __future__ import annotations
+
+from infra.catalog import load_catalog
+from infra.manifests import GPU_TAINT
+from infra.plan import Plan, ReplicaPlan
+
+KAITO_CHART = "workspace"
+KAITO_CHART_REPO = "https://kaito-project.github.io/kaito/charts/kaito"
+KAITO_HELM_NAMESPACE = "kaito-workspace"
+ADDON_IDENTITY_PREFIX = "ai-toolchain-operator-"
+ADDON_PROVISIONER_SUBJECT = "system:serviceaccount:kube-system:kaito-gpu-provisioner"
+CONTRIBUTOR_ROLE = "b24988ac-6180-42a0-ab88-20f7382dd24c"
+SYSTEM_POOL = "system"
+GPU_TOLERATIONS = [
+    {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
+    {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+    {"key": "kubernetes.azure.com/scalesetpriority", "operator": "Equal", "value": "spot", "effect": "NoSchedule"},
+]
+
+
+def managed_cluster_args(plan: Plan) -> dict:
+    """AKS with OIDC + workload identity, Azure CNI overlay with a policy engine, and KAITO's add-on if asked."""
+    s = plan.settings
+    c = s.cluster
+    network = {
+        "network_plugin": "azure",
+        "network_plugin_mode": "overlay",
+        "network_policy": c.network_policy,
+        "load_balancer_sku": "standard",
+    }
+    if c.network_policy == "cilium":
+        network["network_dataplane"] = "cilium"   # Azure CNI powered by Cilium enforces NetworkPolicy
+    args: dict = {
+        "resource_name_": s.cluster_name,
+        "location": c.location,
+        "dns_prefix": s.cluster_name,
+        "identity": {"type": "SystemAssigned"},
+        "agent_pool_profiles": [{
+            "name": SYSTEM_POOL,
+            "mode": "System",
+            "vm_size": c.system_pool.vm_size,
+            "count": c.system_pool.count,
+            "os_type": "Linux",
+            "os_sku": "Ubuntu",
+            "type": "VirtualMachineScaleSets",
+        }],
+        "network_profile": network,
+        "oidc_issuer_profile": {"enabled": True},
+        "security_profile": {"workload_identity": {"enabled": True}},
+        "auto_upgrade_profile": {"upgrade_channel": "patch", "node_os_upgrade_channel": "NodeImage"},
+        "tags": tags(plan),
+    }
+    if c.kubernetes_version:
+        args["kubernetes_version"] = c.kubernetes_version
+    if c.api_server_authorized_ip_ranges:
+        args["api_server_access_profile"] = {"authorized_ip_ranges": list(c.api_server_authorized_ip_ranges)}
+    if s.kaito.mode == "addon":
+        args["ai_toolchain_operator_profile"] = {"enabled": True}
+    if c.azure_rbac:
+        args["aad_profile"] = {"managed": True, "enable_azure_rbac": True,
+                               "admin_group_object_ids": list(c.admin_group_object_ids)}
+        args["disable_local_accounts"] = True
+    return args
+
+
+def tags(plan: Plan) -> dict[str, str]:
+    return {"managed-by": "kaito-aks", "stack": plan.stack}
+
+
+def gpu_pool_args(r: ReplicaPlan) -> dict:
+    """One AKS user pool per replica: the plan's size and node count, labelled and tainted for KAITO."""
+    args: dict = {
+        "agent_pool_name": r.pool_name,
+        "mode": "User",
+        "vm_size": r.instance_type,
+        "count": r.nodes,
+        "enable_auto_scaling": False,     # KAITO's node count is fixed per Workspace
+        "os_type": "Linux",
+        "os_sku": "Ubuntu",               # the add-on does not support AzureLinux GPU nodes
+        "os_disk_size_gb": r.os_disk_gib,
+        "node_labels": node_labels(r),
+        "node_taints": [GPU_TAINT],
+        "type": "VirtualMachineScaleSets",
+        "tags": {"managed-by": "kaito-aks", "kaito-workspace": r.workspace},
+    }
+    if r.spot:
+        args.update({"scale_set_priority": "Spot", "scale_set_eviction_policy": "Delete", "spot_max_price": -1})
+    return args
+
+
+def node_labels(r: ReplicaPlan) -> dict[str, str]:
+    """The plan's node labels, plus for KAITO 0.12 (byo) the GPU Feature Discovery labels its webhook and
+    estimator read, set from the catalog so the Workspace is admitted as soon as the pool exists (GFD, which
+    KAITO's chart runs, keeps them current)."""
+    labels = dict(r.node_labels)
+    if r.kaito_version.startswith("0.12"):
+        size = load_catalog().sizes[r.instance_type]
+        labels["nvidia.com/gpu.count"] = str(size.gpus)
+        labels["nvidia.com/gpu.memory"] = str(size.nvml_memory_mib)
+        labels["nvidia.com/gpu.product"] = gfd_product(size.gpu_model)
+    return labels
+
+
+def gfd_product(gpu_model: str) -> str:
+    """GFD writes the product name with spaces as '-' (label values allow [A-Za-z0-9_.-])."""
+    return "".join(ch if ch.isalnum() or ch in "_.-" else "-" for ch in gpu_model)[:63].strip("-")
+
+
+def kaito_chart_values(plan: Plan) -> dict:
+    """KAITO's workspace chart in bring-your-own-nodes mode, with what advertises GPUs on kaito-aks's nodes."""
+    return {
+        "clusterName": plan.settings.cluster_name,
+        "cloudProviderName": "azure",
+        # `byo` sets disableNodeAutoProvisioning itself; the flag alone is reset by the controller (SIZING.md B5)
+        "nodeProvisioner": "byo",
+        "featureGates": {"vLLM": True, "disableNodeAutoProvisioning": True},
+        "nvidiaDevicePlugin": {"enabled": True},            # nvidia.com/gpu on the tainted GPU nodes
+        "spotInstance": {"enabled": any(r.spot for r in plan.replicas)},
+        "gpu-feature-discovery": {
+            "gfd": {"enabled": True},                        # nvidia.com/gpu.product/.count/.memory labels
+            "nfd": {"enabled": True, "worker": {"tolerations": GPU_TOLERATIONS}},
+            "tolerations": GPU_TOLERATIONS,
+        },
+    }

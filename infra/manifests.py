@@ -1,0 +1,246 @@
+"""The Plan as Kubernetes objects: plain dicts, shared by the Pulumi components and `plan --manifests`.
+
+Nothing here talks to a cluster or to Pulumi. Secret *values* are parameters (a Pulumi secret Output inside
+``pulumi up``, a ``${VAR}`` placeholder for the YAML export), so the same functions serve both paths.
+"""
+from __future__ import annotations
+
+import pathlib
+import re
+from typing import Any
+
+import yaml
+
+from infra.plan import Plan, ReplicaPlan
+
+KAITO_API_VERSION = "kaito.sh/v1beta1"
+INFERENCE_PORT = 5000               # KAITO's inference server (PortInferenceServer)
+SERVICE_PORT = 80
+HF_TOKEN_SECRET = "hf-token"        # Secret with key HF_TOKEN, referenced by presetOptions.modelAccessSecret
+MANAGED_BY = {"app.kubernetes.io/managed-by": "kaito-aks"}
+GPU_TAINT = "sku=gpu:NoSchedule"    # the taint KAITO's inference pods tolerate (and KAITO puts on its own nodes)
+AZURE_INTERNAL_LB = "service.beta.kubernetes.io/azure-load-balancer-internal"
+AZURE_DNS_LABEL = "service.beta.kubernetes.io/azure-dns-label-name"
+PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+
+
+def config_map_name(r: ReplicaPlan) -> str:
+    return f"{r.workspace}-inference"
+
+
+def endpoint_service_name(r: ReplicaPlan) -> str:
+    # KAITO creates its own Service named after the Workspace (ClusterIP, publishNotReadyAddresses);
+    # ours is separate so it only routes to ready pods and carries our exposure settings.
+    return f"{r.workspace}-endpoint"
+
+
+def model_labels(r: ReplicaPlan) -> dict[str, str]:
+    return {**MANAGED_BY, "kaito-aks/model": r.model_name, "kaito-aks/workspace": r.workspace}
+
+
+def inference_pod_selector(r: ReplicaPlan) -> dict[str, str]:
+    """The KAITO inference pod a client should reach: the leader (pod 0) of a multi-node group."""
+    selector = {"kaito.sh/workspace": r.workspace}
+    if r.multi_node:
+        selector["statefulset.kubernetes.io/pod-name"] = f"{r.workspace}-0"
+    return selector
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Objects
+
+def namespace(plan: Plan) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": plan.settings.namespace, "labels": {**MANAGED_BY}},
+    }
+
+
+def hf_token_secret(plan: Plan, token: Any) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": HF_TOKEN_SECRET, "namespace": plan.settings.namespace, "labels": {**MANAGED_BY}},
+        "type": "Opaque",
+        "stringData": {"HF_TOKEN": token},
+    }
+
+
+def needs_hf_token(plan: Plan) -> bool:
+    return any(r.reference_hf_token for r in plan.replicas)
+
+
+def inference_config_map(r: ReplicaPlan) -> dict | None:
+    """KAITO's `inference.config`: a ConfigMap whose inference_config.yaml has a `vllm:` map of vLLM flags."""
+    if not r.needs_config_map:
+        return None
+    vllm: dict[str, Any] = {}
+    if r.max_model_len is not None:
+        vllm["max-model-len"] = r.max_model_len
+    if r.dtype is not None:
+        vllm["dtype"] = r.dtype
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": config_map_name(r), "namespace": r.namespace, "labels": model_labels(r)},
+        "data": {"inference_config.yaml": yaml.safe_dump({"vllm": vllm}, sort_keys=False)},
+    }
+
+
+def workspace(r: ReplicaPlan) -> dict:
+    """A KAITO Workspace: `resource` and `inference` at the top level (there is no `.spec`)."""
+    resource: dict[str, Any] = {"labelSelector": {"matchLabels": dict(r.match_labels)}}
+    if r.kaito_version.startswith("0.6"):
+        # 0.6 matches nodes by instance type and runs `count` of them (SIZING.md A4)
+        resource = {"count": r.kaito_count, "instanceType": r.instance_type, **resource}
+    # 0.12 under nodeProvisioner=byo: instanceType must be empty and count is ignored (SIZING.md B3, B7)
+    preset: dict[str, Any] = {"name": r.preset}
+    if r.reference_hf_token:
+        preset["presetOptions"] = {"modelAccessSecret": HF_TOKEN_SECRET}
+    inference: dict[str, Any] = {"preset": preset}
+    if r.needs_config_map:
+        inference["config"] = config_map_name(r)
+    return {
+        "apiVersion": KAITO_API_VERSION,
+        "kind": "Workspace",
+        "metadata": {
+            "name": r.workspace,
+            "namespace": r.namespace,
+            "labels": model_labels(r),
+            "annotations": {
+                "kaito.sh/runtime": r.runtime,
+                # Pulumi waits for KAITO's summary condition, as long as the model's startup can take
+                "pulumi.com/waitFor": "condition=WorkspaceSucceeded",
+                "pulumi.com/timeoutSeconds": str(r.wait_timeout_seconds),
+            },
+        },
+        "resource": resource,
+        "inference": inference,
+    }
+
+
+def endpoint_service(r: ReplicaPlan, plan: Plan) -> dict:
+    """Port 80 -> 5000 on the inference pod: a LoadBalancer without the gateway, ClusterIP behind it."""
+    access = plan.settings.access
+    spec: dict[str, Any] = {
+        "selector": inference_pod_selector(r),
+        "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": INFERENCE_PORT, "protocol": "TCP"}],
+    }
+    annotations: dict[str, str] = {"pulumi.com/timeoutSeconds": "1800"}
+    if plan.settings.gateway_enabled:
+        spec["type"] = "ClusterIP"
+    else:
+        spec.update(load_balancer_spec(plan))
+        annotations.update(load_balancer_annotations(plan, suffix=r.workspace))
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": endpoint_service_name(r), "namespace": r.namespace, "labels": model_labels(r),
+                     "annotations": annotations},
+        "spec": spec,
+    }
+
+
+def load_balancer_spec(plan: Plan) -> dict:
+    access = plan.settings.access
+    spec: dict[str, Any] = {"type": "LoadBalancer", "externalTrafficPolicy": "Local"}  # keep client IPs
+    ranges = allowed_source_ranges(plan)
+    if ranges:
+        spec["loadBalancerSourceRanges"] = list(ranges)
+    return spec
+
+
+def load_balancer_annotations(plan: Plan, suffix: str) -> dict[str, str]:
+    access = plan.settings.access
+    annotations = {}
+    if access.internal:
+        annotations[AZURE_INTERNAL_LB] = "true"
+    if access.dns_label:
+        label = access.dns_label if suffix == "" else f"{access.dns_label}-{suffix}"
+        annotations[AZURE_DNS_LABEL] = label[:63].rstrip("-")
+    return annotations
+
+
+def allowed_source_ranges(plan: Plan) -> tuple[str, ...]:
+    """Client CIDRs that may reach an endpoint; empty means 'any' (only when the stack says so)."""
+    access = plan.settings.access
+    if access.source_ranges:
+        return tuple(access.source_ranges)
+    if access.internal:
+        return PRIVATE_RANGES
+    return ()
+
+
+def default_deny_ingress(plan: Plan) -> dict:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "default-deny-ingress", "namespace": plan.settings.namespace, "labels": {**MANAGED_BY}},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
+    }
+
+
+def inference_network_policy(r: ReplicaPlan, plan: Plan, gateway_pod_labels: dict[str, str] | None) -> dict:
+    """Inference pods accept: their own Workspace's pods (multi-node Ray), and the gateway or the client ranges."""
+    peers: list[dict[str, Any]] = [{"podSelector": {"matchLabels": {"kaito.sh/workspace": r.workspace}}}]
+    rules: list[dict[str, Any]] = [{"from": peers}]
+    if gateway_pod_labels:
+        rules.append({"from": [{"podSelector": {"matchLabels": dict(gateway_pod_labels)}}],
+                      "ports": [{"protocol": "TCP", "port": INFERENCE_PORT}]})
+    else:
+        ranges = allowed_source_ranges(plan) or ("0.0.0.0/0",)   # empty only with allowAnySource
+        rules.append({"from": [{"ipBlock": {"cidr": cidr}} for cidr in ranges],
+                      "ports": [{"protocol": "TCP", "port": INFERENCE_PORT}]})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": f"{r.workspace}-inference", "namespace": r.namespace, "labels": model_labels(r)},
+        "spec": {"podSelector": {"matchLabels": {"kaito.sh/workspace": r.workspace}},
+                 "policyTypes": ["Ingress"], "ingress": rules},
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Everything, in apply order
+
+def model_objects(r: ReplicaPlan, plan: Plan, gateway_pod_labels: dict[str, str] | None) -> list[dict]:
+    objects = [inference_config_map(r), workspace(r), endpoint_service(r, plan),
+               inference_network_policy(r, plan, gateway_pod_labels)]
+    return [o for o in objects if o is not None]
+
+
+def all_objects(plan: Plan, hf_token: Any = "${HF_TOKEN}", api_keys: Any = "${API_KEYS}") -> list[dict]:
+    from infra import gateway  # the gateway's objects come from its own module
+
+    gateway_labels = gateway.pod_labels() if plan.settings.gateway_enabled else None
+    objects = [namespace(plan), default_deny_ingress(plan), *gateway.namespace_guardrails(plan)]
+    if needs_hf_token(plan):
+        objects.append(hf_token_secret(plan, hf_token))
+    for r in plan.replicas:
+        objects.extend(model_objects(r, plan, gateway_labels))
+    if plan.settings.gateway_enabled:
+        objects.extend(gateway.objects(plan, api_keys))
+    return objects
+
+
+def file_name(obj: dict) -> str:
+    meta = obj["metadata"]
+    kind = re.sub(r"(?<!^)(?=[A-Z])", "-", obj["kind"]).lower()
+    ns = meta.get("namespace")
+    return f"{kind}-{ns + '-' if ns else ''}{meta['name']}.yaml"
+
+
+def write_manifests(plan: Plan, directory: pathlib.Path) -> list[pathlib.Path]:
+    """One YAML file per object, numbered in apply order (`kubectl apply -f DIR` applies them in that order).
+
+    Secrets carry ``${HF_TOKEN}`` / ``${API_KEYS}`` placeholders: fill them with e.g.
+    ``envsubst < NN-secret-....yaml | kubectl apply -f -`` or your secret store; never commit the values.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for index, obj in enumerate(all_objects(plan), start=1):
+        path = directory / f"{index:02d}-{file_name(obj)}"
+        path.write_text(yaml.safe_dump(obj, sort_keys=False))
+        written.append(path)
+    return written

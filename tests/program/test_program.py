@@ -1,0 +1,228 @@
+"""The real __main__.py under mocks, for both stacks and both KAITO modes."""
+import json
+
+import pulumi
+import pytest
+
+
+from conftest import API_KEYS, HF_TOKEN, expected_plan
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"
+WS = "kubernetes:kaito.sh/v1beta1:Workspace"
+POOL = "azure-native:containerservice:AgentPool"
+AKS = "azure-native:containerservice:ManagedCluster"
+SVC = "kubernetes:core/v1:Service"
+NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+CHECK = "pulumi-python:dynamic/kaito:EndpointCheck"
+
+# stack, overrides -> (mode, version)
+VARIANTS = {
+    "dev-addon": ("dev", {}),
+    "dev-helm": ("dev", {"kaito": {"mode": "helm"}, "budget": {"maxUsdPerHour": 4}}),
+    "prod-helm": ("prod", {}),
+    "prod-addon": ("prod", {"kaito": {"mode": "addon"}, "budget": {"maxUsdPerHour": 35}}),
+}
+
+
+@pytest.fixture(params=list(VARIANTS))
+def variant(request, run_program):
+    stack, overrides = VARIANTS[request.param]
+    return run_program(stack, overrides), expected_plan(stack, overrides)
+
+
+def test_cluster_has_oidc_workload_identity_policy_engine_and_kaito(variant):
+    run, plan = variant
+    (aks,) = run.of_type(AKS)
+    inputs = aks.inputs
+    assert inputs["oidcIssuerProfile"] == {"enabled": True}
+    assert inputs["securityProfile"]["workloadIdentity"] == {"enabled": True}
+    assert inputs["networkProfile"]["networkPluginMode"] == "overlay"
+    assert inputs["networkProfile"]["networkPolicy"] == plan.settings.cluster.network_policy
+    assert [p["mode"] for p in inputs["agentPoolProfiles"]] == ["System"]          # GPU pools are separate
+    assert "agentPoolProfiles" in run.opts(AKS, aks.name).ignore_changes
+    if plan.kaito_mode == "addon":
+        assert inputs["aiToolchainOperatorProfile"] == {"enabled": True}
+        assert not run.of_type("kubernetes:helm.sh/v3:Release")
+    else:
+        assert "aiToolchainOperatorProfile" not in inputs
+        (release,) = run.of_type("kubernetes:helm.sh/v3:Release")
+        assert release.inputs["chart"] == "workspace" and release.inputs["version"] == "0.12.0"
+        assert release.inputs["values"]["nodeProvisioner"] == "byo"
+        assert release.inputs["repositoryOpts"]["repo"] == "https://kaito-project.github.io/kaito/charts/kaito"
+    ranges = plan.settings.cluster.api_server_authorized_ip_ranges
+    if ranges:
+        assert inputs["apiServerAccessProfile"]["authorizedIPRanges"] == list(ranges)
+
+
+def test_one_gpu_pool_per_replica_as_planned(variant):
+    run, plan = variant
+    pools = {p.inputs["agentPoolName"]: p for p in run.of_type(POOL)}
+    assert sorted(pools) == sorted(r.pool_name for r in plan.replicas)
+    for r in plan.replicas:
+        pool = pools[r.pool_name].inputs
+        assert (pool["vmSize"], pool["count"], pool["mode"]) == (r.instance_type, r.nodes, "User")
+        assert pool["nodeTaints"] == ["sku=gpu:NoSchedule"]
+        labels = pool["nodeLabels"]
+        assert labels["kaito-aks/workspace"] == r.workspace and labels["accelerator"] == "nvidia"
+        if plan.kaito_version.startswith("0.12"):
+            assert labels["kaito.sh/workspace"] == r.workspace and labels["kaito.sh/workspacenamespace"] == "llm"
+            assert int(labels["nvidia.com/gpu.count"]) == r.gpus_per_node
+        assert pool["osDiskSizeGB"] >= 128
+        assert len(r.pool_name) <= 12 and r.pool_name.isalnum()
+
+
+def test_workspaces_shape_annotations_and_dependencies(variant):
+    run, plan = variant
+    workspaces = {w.inputs["metadata"]["name"]: w for w in run.of_type(WS)}
+    assert sorted(workspaces) == sorted(r.workspace for r in plan.replicas)
+    for r in plan.replicas:
+        ws = workspaces[r.workspace]
+        inputs = ws.inputs
+        assert inputs["apiVersion"] == "kaito.sh/v1beta1" and inputs["kind"] == "Workspace"
+        assert "spec" not in inputs and {"resource", "inference"} <= set(inputs)
+        annotations = inputs["metadata"]["annotations"]
+        assert annotations["kaito.sh/runtime"] == r.runtime
+        assert annotations["pulumi.com/waitFor"] == "condition=WorkspaceSucceeded"
+        assert int(annotations["pulumi.com/timeoutSeconds"]) >= 1800
+        assert inputs["resource"]["labelSelector"] == {"matchLabels": {"kaito-aks/workspace": r.workspace}}
+        if plan.kaito_version.startswith("0.6"):
+            assert (inputs["resource"]["instanceType"], inputs["resource"]["count"]) == (r.instance_type, r.nodes)
+        else:
+            assert "instanceType" not in inputs["resource"] and "count" not in inputs["resource"]
+        assert inputs["inference"]["preset"]["name"] == r.preset
+        if r.reference_hf_token:
+            assert inputs["inference"]["preset"]["presetOptions"] == {"modelAccessSecret": "hf-token"}
+        assert ("config" in inputs["inference"]) == r.needs_config_map
+        # options: explicit provider, waits for its pool and KAITO, replaces (delete first) on immutable changes
+        assert ws.provider.startswith("urn:pulumi:") and "pulumi:providers:kubernetes" in ws.provider
+        opts = run.opts(WS, ws.name)
+        deps = opts.depends_on
+        pool_deps = [d for d in deps if isinstance(d, pulumi.CustomResource) and d._name.endswith("-pool")]
+        assert [d._name for d in pool_deps] == [f"{r.pool_name}-pool"]
+        kaito = "kaito-workspace" if plan.kaito_mode == "helm" else "-aks"
+        assert any(d._name.endswith(kaito) for d in deps)
+        assert opts.delete_before_replace is True
+        assert set(opts.replace_on_changes) == {"resource", "inference.preset"}
+
+
+def test_services_select_the_inference_pod_on_port_5000(variant):
+    run, plan = variant
+    for r in plan.replicas:
+        svc = run.named(SVC, f"{r.workspace}-endpoint").inputs
+        spec = svc["spec"]
+        assert spec["selector"]["kaito.sh/workspace"] == r.workspace
+        assert ("statefulset.kubernetes.io/pod-name" in spec["selector"]) == r.multi_node
+        assert spec["ports"] == [{"name": "http", "port": 80, "targetPort": 5000, "protocol": "TCP"}]
+        if plan.settings.gateway_enabled:
+            assert spec["type"] == "ClusterIP"
+        else:
+            assert spec["type"] == "LoadBalancer"
+            assert spec["loadBalancerSourceRanges"] == list(plan.settings.access.source_ranges)
+            assert "0.0.0.0/0" not in spec["loadBalancerSourceRanges"]
+
+
+def test_network_policies_default_deny_and_admit_only_allowed_sources(variant):
+    run, plan = variant
+    deny = run.named(NETPOL, "default-deny").inputs["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    for r in plan.replicas:
+        spec = run.named(NETPOL, f"{r.workspace}-netpol").inputs["spec"]
+        assert spec["podSelector"] == {"matchLabels": {"kaito.sh/workspace": r.workspace}}
+        sources = [peer for rule in spec["ingress"] for peer in rule["from"]]
+        if plan.settings.gateway_enabled:
+            assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "kaito-gateway",
+                                                    "app.kubernetes.io/managed-by": "kaito-aks"}}} in sources
+            assert not any("ipBlock" in p for p in sources)
+        else:
+            cidrs = [p["ipBlock"]["cidr"] for p in sources if "ipBlock" in p]
+            assert cidrs == list(plan.settings.access.source_ranges)
+
+
+def test_secrets_stay_secret(variant):
+    run, plan = variant
+    secrets = [HF_TOKEN, *API_KEYS, "KUBE-SECRET-TOKEN-5b2"]
+    for resource in run.resources:
+        for path, text in _plain_strings(resource.inputs):
+            for secret in secrets:
+                assert secret not in text, f"{resource.typ} {resource.name}: {secret!r} in plain input {path}"
+    kubeconfig = run.outputs["kubeconfig"]
+    assert _is_secret(kubeconfig)
+    for key, value in run.outputs.items():
+        if key != "kubeconfig":
+            assert not _leaks(value, secrets), key
+    if any(r.reference_hf_token for r in plan.replicas):
+        secret = run.named("kubernetes:core/v1:Secret", "hf-token").inputs
+        assert secret["stringData"].get(SECRET_SIG), "HF_TOKEN must be a secret input"
+        assert secret["stringData"]["value"] == {"HF_TOKEN": HF_TOKEN}
+
+
+def test_endpoint_check_per_replica_after_its_endpoint(variant):
+    run, plan = variant
+    checks = {c.name: c.inputs for c in run.of_type(CHECK)}
+    assert sorted(checks) == sorted(f"{r.workspace}-check" for r in plan.replicas)
+    for r in plan.replicas:
+        check = checks[f"{r.workspace}-check"]
+        assert check["expected_model"] == r.served_model and check["runtime"] == r.runtime
+        if plan.settings.gateway_enabled:
+            assert check["api_key"].get(SECRET_SIG), "the gateway key reaches the check as a secret"
+
+
+def test_exports_per_model(variant):
+    run, plan = variant
+    models = run.outputs["models"]
+    assert sorted(models) == sorted(plan.model_names)
+    for name in plan.model_names:
+        first = plan.replicas_of(name)[0]
+        out = models[name]
+        assert (out["served_model"], out["instance_type"], out["nodes_per_replica"]) == (
+            first.served_model, first.instance_type, first.nodes)
+        assert out["usd_per_hour"] == pytest.approx(sum(r.usd_per_hour for r in plan.replicas_of(name)))
+
+
+def test_resource_names_are_unique(variant):
+    run, _ = variant
+    keys = [(r.typ, r.name) for r in run.resources]
+    assert len(keys) == len(set(keys)), "duplicate URNs fail in the real engine (mocks don't notice)"
+
+
+def test_prod_has_the_gateway_and_dev_does_not(run_program):
+    prod = run_program("prod")
+    # the spec carries a checksum of the keys, so Pulumi keeps the whole spec secret
+    spec = prod.named("kubernetes:apps/v1:Deployment", "gateway").inputs["spec"]
+    assert spec.get(SECRET_SIG) and spec["value"]["replicas"] >= 2
+    gw_svc = prod.named(SVC, "gateway-service").inputs["spec"]
+    assert gw_svc["type"] == "LoadBalancer" and gw_svc["loadBalancerSourceRanges"] == ["198.51.100.0/24"]
+    keys = prod.named("kubernetes:core/v1:Secret", "gateway-keys").inputs
+    assert keys["stringData"].get(SECRET_SIG) and API_KEYS[0] in keys["stringData"]["value"]["api-keys.map"]
+    assert prod.named("kubernetes:core/v1:ResourceQuota", "kaito-aks-quota").inputs["spec"]["hard"][
+        "requests.nvidia.com/gpu"] == "4"
+    dev = run_program("dev")
+    assert not [r for r in dev.resources if r.name.startswith("gateway")]
+
+
+def test_settings_errors_stop_the_program_without_a_traceback(run_program):
+    with pytest.raises(Exception) as err:
+        run_program("dev", {"models": [{"name": "x", "model": "phi-2", "replicas": 0}]})
+    assert "kaito-aks:models[0].replicas" in str(err.value)
+
+
+def _plain_strings(value, path="$"):
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG):
+            return
+        for k, v in value.items():
+            yield from _plain_strings(v, f"{path}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _plain_strings(v, f"{path}[{i}]")
+    elif isinstance(value, str):
+        yield path, value
+
+
+def _is_secret(output) -> bool:
+    return pulumi.runtime.sync_await._sync_await(output.is_secret())
+
+
+def _leaks(value, secrets) -> bool:
+    resolved = pulumi.runtime.sync_await._sync_await(pulumi.Output.from_input(value).future())
+    return any(s in json.dumps(resolved, default=str) for s in secrets)
