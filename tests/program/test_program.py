@@ -5,7 +5,7 @@ import pulumi
 import pytest
 
 
-from conftest import API_KEYS, HF_TOKEN, expected_plan
+from harness import API_KEYS, HF_TOKEN, expected_plan
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"
 WS = "kubernetes:kaito.sh/v1beta1:Workspace"
