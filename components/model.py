@@ -59,11 +59,14 @@ class ModelDeployment(pulumi.ComponentResource):
             ),
         )
         service_obj = manifests.endpoint_service(r, plan)
-        service = k8s.apply(f"{r.workspace}-endpoint", service_obj, k8s_opts(depends_on=[workspace]))
+        is_lb = service_obj["spec"]["type"] == "LoadBalancer"
+        # a LoadBalancer is awaited until it has ready endpoints: create it once the model serves
+        service = k8s.apply(f"{r.workspace}-endpoint", service_obj,
+                            k8s_opts(depends_on=[workspace] if is_lb else depends_on))
         k8s.apply(f"{r.workspace}-netpol", manifests.inference_network_policy(r, plan, gateway_pod_labels),
                   k8s_opts(depends_on=depends_on))
         url = None
-        if service_obj["spec"]["type"] == "LoadBalancer":
+        if is_lb:
             url = service.status.apply(_lb_url)
         return ReplicaResources(r, pool, workspace, service, url)
 

@@ -83,10 +83,10 @@ class KaitoPlatform(pulumi.ComponentResource):
                 if self.gateway is not None:
                     base = pulumi.Output.from_input(settings.url) if settings.url else self.gateway.url
                     url = base.apply(lambda b, ws=r.workspace: f"{b.rstrip('/')}/_replicas/{ws}" if b else None)
-                    api_key, deps = self.gateway.first_key, [self.gateway]
+                    api_key, deps = self.gateway.first_key, [self.gateway, rr.workspace]
                 else:
                     url = pulumi.Output.from_input(settings.url) if settings.url else rr.url
-                    api_key, deps = None, [rr.service]
+                    api_key, deps = None, [rr.service, rr.workspace]
                 checks[name].append(EndpointCheck(
                     f"{r.workspace}-check",
                     base_url=url,

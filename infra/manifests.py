@@ -130,6 +130,8 @@ def endpoint_service(r: ReplicaPlan, plan: Plan) -> dict:
     annotations: dict[str, str] = {"pulumi.com/timeoutSeconds": "1800"}
     if plan.settings.gateway_enabled:
         spec["type"] = "ClusterIP"
+        # the gateway only needs the name to resolve; don't hold `pulumi up` until the model serves
+        annotations = {"pulumi.com/skipAwait": "true"}
     else:
         spec.update(load_balancer_spec(plan))
         annotations.update(load_balancer_annotations(plan, suffix=r.workspace))

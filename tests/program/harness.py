@@ -43,7 +43,9 @@ class RecordingMonitor(MockMonitor):
             deps = set(request.dependencies)
             for prop in request.propertyDependencies.values():
                 deps.update(prop.urns)
-            record = self.mocks.resources[-1]
+            # registrations run concurrently: find this one's record by type and name (unique per stack)
+            record = next(r for r in reversed(self.mocks.resources)
+                          if r.typ == request.type and r.name == request.name)
             record.urn, record.parent, record.dependencies = response.urn, request.parent, deps
         return response
 
