@@ -1,0 +1,1 @@
+"""Project-owned helpers that start real third-party servers for the integration tests and benches."""
