@@ -68,6 +68,7 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import yaml
@@ -573,18 +574,9 @@ def execute(request: Request, deps: Deps, summary: Summary, redactor: Redactor) 
     op = request.operation
     plan = offline_plan(request) if op in RUNS_PLAN else None
     summary.plan = plan_summary(plan)
-    pulumi = preflight(request, deps)
-    api = deps.api_factory(pulumi)
-    stack = api.create_or_select_stack(request.stack) if op in RUNS_PLAN else api.select_stack(request.stack)
-    for change in request.changes:
-        stack.set_config(change.key, change.value, secret=change.secret)
+    stack = open_stack(request, deps)
     if op != "outputs":
-        for name, version in required_plugins():
-            stack.install_plugin(name, version)
-        stream_out = lambda line: deps.out(redactor.text(line.rstrip("\n")))
-        stream_err = lambda line: deps.err(redactor.text(line.rstrip("\n")))
-        changes = getattr(stack, op)(stream_out, stream_err)
-        summary.resource_changes = {str(getattr(k, "value", k)): int(v) for k, v in (changes or {}).items()}
+        summary.resource_changes = run_operation(stack, op, deps, redactor)
     if op in ("up", "refresh", "outputs"):
         outputs = redactor.outputs(stack.outputs())
         plan = plan if plan is not None else best_effort_plan(request.short_stack)
@@ -594,6 +586,28 @@ def execute(request: Request, deps: Deps, summary: Summary, redactor: Redactor) 
     if op == "outputs":
         for line in endpoint_lines(summary.endpoints):
             deps.out(line)
+
+
+def open_stack(request: Request, deps: Deps) -> StackApi:
+    """Preflight, then the stack (created only for up/preview), with this run's config set."""
+    api = deps.api_factory(preflight(request, deps))
+    if request.operation in RUNS_PLAN:
+        stack = api.create_or_select_stack(request.stack)
+    else:
+        stack = api.select_stack(request.stack)
+    for change in request.changes:
+        stack.set_config(change.key, change.value, secret=change.secret)
+    return stack
+
+
+def run_operation(stack: StackApi, op: str, deps: Deps, redactor: Redactor) -> dict[str, int]:
+    """Install the plugins, run ``op`` streaming the engine's (redacted) output; the resource changes."""
+    for name, version in required_plugins():
+        stack.install_plugin(name, version)
+    stream_out = lambda line: deps.out(redactor.text(line.rstrip("\n")))
+    stream_err = lambda line: deps.err(redactor.text(line.rstrip("\n")))
+    changes = getattr(stack, op)(stream_out, stream_err)
+    return {str(getattr(k, "value", k)): int(v) for k, v in (changes or {}).items()}
 
 
 def preflight(request: Request, deps: Deps) -> pathlib.Path:
@@ -632,6 +646,11 @@ def run(argv: Sequence[str] | None = None, deps: Deps | None = None) -> int:
         code = 130
         summary.result = "failed"
         summary.errors = ["interrupted"]
+    except Exception as err:  # a bug, not a user mistake: its traceback (redacted) helps, and the summary is written
+        code = 1
+        summary.result = "failed"
+        deps.err(redactor.text(traceback.format_exc().rstrip()))
+        summary.errors = [redactor.text(f"{args.operation} {args.stack}: unexpected {type(err).__name__}: {err}")]
     summary.duration_seconds = round(deps.clock() - started, 1)
     for line in summary.errors:
         deps.err(line)

@@ -551,3 +551,149 @@ def test_command_errors_become_one_line_failures():
 def test_first_error_line_fallbacks():
     assert automation.first_error_line("\n code: 1\n stdout: \n stderr: boom happened\n") == "boom happened"
     assert automation.first_error_line("") == "the pulumi command failed"
+
+
+def test_an_unexpected_error_is_exit_1_with_a_redacted_traceback_and_a_summary(h):
+    class Broken(FakeStack):
+        def up(self, on_output, on_error):
+            raise RuntimeError(f"summary event never found near {HF}")
+
+    h.stack = Broken()
+    h.api.stack = h.stack
+    code, summary = h("up", "--stack", "dev", "--yes", "--secret-env", "hfToken=HF_TOKEN")
+    assert code == 1 and summary["result"] == "failed"
+    assert summary["errors"] == ["up dev: unexpected RuntimeError: summary event never found near [secret]"]
+    assert "Traceback" in h.err[0] and HF not in h.printed
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The production boundary (PulumiAutomation over the real pulumi.automation SDK) against a fake `pulumi`
+# executable: proves the SDK calls, their arguments and the result/error mapping, without the real CLI.
+# The fake says it is 3.200.0 so that the SDK uses its file event log (newer CLIs stream events over gRPC).
+
+FAKE_PULUMI = r'''#!__PYTHON__
+import json, os, sys
+args = [a for a in sys.argv[1:] if a != "--non-interactive"]  # a global flag, wherever the SDK puts it
+with open(os.environ["FAKE_PULUMI_LOG"], "a") as f:
+    f.write(json.dumps(args) + "\n")
+last = os.path.join(os.environ["FAKE_PULUMI_STATE"], "last-op")
+stack = args[args.index("--stack") + 1] if "--stack" in args else None
+if args[:1] == ["version"]:
+    print("v3.200.0")
+elif args[:2] == ["stack", "select"]:
+    if stack in ("missing", "new"):
+        sys.stderr.write(f"error: no stack named '{stack}' found\n")
+        sys.exit(255)
+elif args[:2] == ["stack", "init"]:
+    pass
+elif args[:1] in (["up"], ["preview"], ["destroy"], ["refresh"]):
+    print(f"Updating ({stack})")
+    print("    + kaito-aks:index:KaitoPlatform kaito create")
+    if "--event-log" in args:
+        with open(args[args.index("--event-log") + 1], "a") as log:
+            log.write(json.dumps({"sequence": 1, "timestamp": 1, "summaryEvent": {
+                "maybeCorrupt": False, "durationSeconds": 3, "resourceChanges": {"create": 2, "same": 1},
+                "policyPacks": {}}}) + "\n")
+            log.write(json.dumps({"sequence": 2, "timestamp": 2, "cancelEvent": {}}) + "\n")
+    open(last, "w").write(args[0])
+    if os.environ.get("FAKE_PULUMI_FAIL") == args[0]:
+        sys.stderr.write("error: update failed: azure-native:containerservice:AgentPool gphi3: QuotaExceeded\n")
+        sys.exit(255)
+    if os.environ.get("FAKE_PULUMI_LOCKED") == args[0]:
+        sys.stderr.write("error: the stack is currently locked by 1 lock(s)\n")
+        sys.exit(255)
+elif args[:3] == ["stack", "output", "--json"]:
+    secret = "--show-secrets" in args
+    print(json.dumps({"cluster_name": "kaito-dev",
+                      "kubeconfig": "apiVersion: v1\nusers: [{user: {token: tok-0123456789}}]" if secret else "[secret]"}))
+elif args[:3] == ["stack", "history", "--json"]:
+    kind = open(last).read()
+    print(json.dumps([{"kind": kind, "startTime": "2026-11-27T03:00:00.000Z", "endTime": "2026-11-27T03:10:00.000Z",
+                       "message": "", "environment": {}, "config": {}, "result": "succeeded", "version": 7,
+                       "resourceChanges": {"create": 2, "same": 1}}]))
+elif args[:2] in (["config", "set"], ["plugin", "install"]):
+    pass
+else:
+    sys.stderr.write(f"fake pulumi: unexpected {args}\n")
+    sys.exit(2)
+'''
+
+
+@pytest.fixture
+def fake_pulumi(tmp_path, monkeypatch) -> tuple[pathlib.Path, pathlib.Path]:
+    """(pulumi executable, work dir); the calls it got are in fake_calls(tmp_path)."""
+    binary = tmp_path / "pulumi-home" / "bin" / "pulumi"
+    binary.parent.mkdir(parents=True)
+    binary.write_text(FAKE_PULUMI.replace("__PYTHON__", sys.executable))
+    binary.chmod(0o755)
+    work = tmp_path / "project"
+    work.mkdir()
+    (work / "Pulumi.yaml").write_text((PROJECT_DIR / "Pulumi.yaml").read_text())
+    monkeypatch.setenv("FAKE_PULUMI_LOG", str(tmp_path / "calls.jsonl"))
+    monkeypatch.setenv("FAKE_PULUMI_STATE", str(tmp_path))
+    monkeypatch.delenv("PULUMI_AUTOMATION_API_SKIP_VERSION_CHECK", raising=False)
+    return binary, work
+
+
+def fake_calls(tmp_path) -> list[list[str]]:
+    return [json.loads(line) for line in (tmp_path / "calls.jsonl").read_text().splitlines()]
+
+
+def test_production_boundary_drives_the_sdk(fake_pulumi, tmp_path):
+    binary, work = fake_pulumi
+    api = automation.PulumiAutomation(binary, work_dir=work)
+    api.create_or_select_stack("new")
+    stack = api.create_or_select_stack("dev")
+    stack.set_config("kaito-aks:hfToken", "hf_value", secret=True)
+    stack.set_config("kaito-aks:budget", '{"maxUsdPerHour":3}', secret=False)
+    stack.install_plugin("azure-native", "v3.29.0")
+    lines: list[str] = []
+    assert stack.up(lines.append, lines.append) == {"create": 2, "same": 1}
+    assert any("KaitoPlatform" in line for line in lines)  # streamed
+    assert stack.preview(lines.append, lines.append) == {"create": 2, "same": 1}
+    assert stack.refresh(lines.append, lines.append) == {"create": 2, "same": 1}
+    assert stack.destroy(lines.append, lines.append) == {"create": 2, "same": 1}
+    outputs = stack.outputs()
+    assert outputs["cluster_name"] == StackOutput("kaito-dev", False)
+    assert outputs["kubeconfig"].secret and "tok-0123456789" in outputs["kubeconfig"].value
+    calls = fake_calls(tmp_path)
+    assert calls[:4] == [["version"], ["stack", "select", "--stack", "new"], ["stack", "init", "new"],
+                         ["stack", "select", "--stack", "dev"]]  # created when missing, selected otherwise
+    assert ["config", "set", "kaito-aks:hfToken", "--secret", "--stack", "dev", "--", "hf_value"] in calls
+    assert ["config", "set", "kaito-aks:budget", "--plaintext", "--stack", "dev", "--",
+            '{"maxUsdPerHour":3}'] in calls
+    assert ["plugin", "install", "resource", "azure-native", "v3.29.0"] in calls
+    up = next(c for c in calls if c[0] == "up")
+    assert "--yes" in up and "--color" in up and up[up.index("--color") + 1] == "never"
+    history = [c for c in calls if c[:2] == ["stack", "history"]]
+    assert history and all("--show-secrets" not in c for c in history)  # config secrets stay out of summaries
+
+
+def test_production_boundary_maps_errors(fake_pulumi, tmp_path, monkeypatch):
+    binary, work = fake_pulumi
+    api = automation.PulumiAutomation(binary, work_dir=work)
+    with pytest.raises(UserError) as missing:
+        api.select_stack("missing")
+    assert missing.value.exit_code == 2 and missing.value.lines[0].startswith("stack missing: not found in the backend")
+    stack = api.select_stack("dev")
+    monkeypatch.setenv("FAKE_PULUMI_FAIL", "up")
+    with pytest.raises(OperationFailed) as failed:
+        stack.up(print, print)
+    assert str(failed.value) == "update failed: azure-native:containerservice:AgentPool gphi3: QuotaExceeded"
+    monkeypatch.setenv("FAKE_PULUMI_LOCKED", "destroy")
+    with pytest.raises(UserError) as locked:
+        stack.destroy(print, print)
+    assert locked.value.exit_code == 1 and "locked by another update" in locked.value.lines[0]
+
+
+def test_the_whole_driver_over_the_fake_cli(fake_pulumi, tmp_path):
+    """run() with the production api_factory: the JSON summary of an `up`, secrets redacted."""
+    binary, work = fake_pulumi
+    h = Harness(tmp_path, pulumi=str(binary))
+    h.deps.api_factory = lambda pulumi: automation.PulumiAutomation(pulumi, work_dir=work)
+    code, summary = h("up", "--stack", "dev", "--yes", "--secret-env", "hfToken=HF_TOKEN")
+    assert code == 0, summary["errors"]
+    assert summary["resource_changes"] == {"create": 2, "same": 1}
+    assert summary["outputs"] == {"cluster_name": "kaito-dev", "kubeconfig": "[secret]"}
+    assert "tok-0123456789" not in json.dumps(summary) + h.printed
+    assert [c[:3] for c in fake_calls(tmp_path) if c[0] == "plugin"] == [["plugin", "install", "resource"]] * 2
