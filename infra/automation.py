@@ -15,7 +15,7 @@ In order, it:
    credentials: ``ARM_USE_OIDC=true`` + ``ARM_CLIENT_ID``/``ARM_TENANT_ID``/``ARM_SUBSCRIPTION_ID`` and an OIDC
    token source (GitHub Actions with ``permissions: id-token: write``), or a client secret/certificate,
    or ``ARM_USE_MSI=true``, or a logged-in Azure CLI (``az account show``). ``KAITO_AKS_SKIP_AZURE_CHECK=1``
-   skips that last check (e.g. credentials in ``azure-native:*`` config);
+   skips the Azure check (e.g. credentials in ``azure-native:*`` config);
 4. opens the stack as a *local program* (``work_dir`` = the project root, so the dynamic provider of the
    endpoint check imports its module): created if missing for ``up``/``preview``, selected otherwise;
 5. sets ``--config`` (plain; ``KEY`` alone means ``kaito-aks:KEY``; JSON objects/lists are stored as JSON
@@ -30,9 +30,10 @@ In order, it:
 ``model  url  served_model  runtime  kaito_version`` (runtime comes from the stack file's plan; "vllm" when
 it can't be read).
 
-Exit codes: 0 succeeded; 1 the operation failed (engine error, endpoint check failed inside ``up``, stack locked);
-2 refused: bad arguments or settings, the plan failed, the prod confirm rule, missing CLI/backend/credentials.
-Problems are printed one line each on stderr, never as a traceback.
+Exit codes: 0 succeeded; 1 the operation failed (engine error, endpoint check failed inside ``up``, stack locked,
+or an unexpected error: its traceback, redacted, goes to stderr); 2 refused: bad arguments or settings, the plan
+failed, the prod confirm rule, missing CLI/backend/credentials, --json-out not writable. Problems are printed one
+line each on stderr, never as a traceback. The summary is written for every outcome except argparse's usage errors.
 
 Redaction: every secret output is replaced by ``"[secret]"``, and any string containing a secret value (a
 ``--secret-env`` value, a piece of it such as one API key of a list, or a secret output's text or a string
