@@ -50,6 +50,7 @@ BACKOFF_CAP_S = 2.0             # longest delay between attempts: a ready server
                                 # (bench: 0.5 GET/s while waiting is nothing for an LB or the gateway)
 RETRY_AFTER_CAP_S = 60.0        # a Retry-After above this is treated as this (a wrong header must not stall us)
 MAX_BODY_BYTES = 8 * 1024 * 1024
+MIN_ATTEMPT_S = 0.05            # no new attempt in the last 50 ms before the deadline
 EXCERPT_CHARS = 160
 SAMPLE_CHARS = 200
 
@@ -257,13 +258,13 @@ def _one_line(text: str) -> str:
 
 
 def excerpt(body: bytes | str, limit: int = EXCERPT_CHARS) -> str:
+    """A body as a short printable one-liner for an error message (binary junk escaped, not printed raw)."""
     text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    text = _one_line(text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return _printable(_one_line(text), limit)
 
 
 def _printable(text: str, limit: int = SAMPLE_CHARS) -> str:
-    """Model output as a safe one-liner: control characters escaped, truncated."""
+    """Text as a safe one-liner: control characters escaped, truncated."""
     out = "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode() for ch in text)
     return out if len(out) <= limit else out[: limit - 1] + "…"
 
@@ -601,7 +602,8 @@ class _Checker:
         last_logged = -math.inf
         while True:
             remaining = self.deadline - self.clock()
-            if remaining <= 0:
+            if remaining <= 0 or (remaining < MIN_ATTEMPT_S and last is not None):
+                # a last attempt squeezed into a few ms would only report "timed out" instead of the real problem
                 raise self._deadline_error(step, path, last)
             per_request = min(self.request_timeout_s, remaining)
             sent = self.clock()
@@ -643,6 +645,8 @@ class _Checker:
                     problem = f"HTTP {status}" + (f", Retry-After {retry_after:g} s" if retry_after is not None else "")
                     raise _Transient(problem, status, raw.decode("utf-8", "replace"), retry_after)
                 hint = _HINTS.get(status, "")
+                if 300 <= status < 400:  # not followed: a redirect must not carry the API key elsewhere
+                    hint = f"redirected to {redact_url(resp.headers.get('Location', '?'))}: check that URL instead"
                 raise _Fatal(f"HTTP {status}" + (f" ({hint})" if hint else ""), status, raw.decode("utf-8", "replace"))
             if consume is not None:
                 value = consume(resp, request_deadline, sent)
@@ -681,7 +685,7 @@ class _Checker:
             if self.clock() > request_deadline:
                 raise _Transient(f"response not complete within {self.request_timeout_s:g} s", resp.status_code)
             try:
-                chunk = raw.read1(65536)
+                chunk = raw.read1(65536, decode_content=True)  # gateways may gzip JSON
             except Exception as e:  # urllib3 ProtocolError/ReadTimeoutError, socket errors
                 raise _Transient(_describe_exception(e), resp.status_code) from None
             if not chunk:

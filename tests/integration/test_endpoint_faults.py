@@ -200,6 +200,21 @@ def test_hang_longer_than_the_deadline_is_cut_at_the_deadline(proxy):
     assert outcome.step == "ready" and 3 <= elapsed <= 3 + SLACK_S
 
 
+def test_gzipped_responses_are_decoded(proxy):
+    proxy.set_rules([Rule("gzip")])
+    result, _ = timed(check_endpoint, proxy.url, expected_model=MODEL, timeout_s=30)
+    assert isinstance(result, EndpointResult), str(result)
+    assert "/v1/models" in proxy.paths("gzip") and "/v1/completions" in proxy.paths("gzip")
+
+
+def test_redirect_is_not_followed_and_is_named(proxy):
+    proxy.set_rules([Rule("status", status=308, headers={"Location": "https://gw.example.com/tiny"}, body=b"")])
+    outcome, elapsed = timed(check_endpoint, proxy.url, api_key="sk-test-SECRET-123", timeout_s=30)
+    assert isinstance(outcome, EndpointCheckError) and elapsed < 5
+    assert outcome.status == 308 and "redirected to https://gw.example.com/tiny" in outcome.reason
+    assert len(proxy.requests_seen) == 1  # the key was not sent on to the other host
+
+
 def test_connection_reset_once_is_retried(proxy):
     proxy.set_rules([Rule("reset", path="/v1/chat/completions", times=1)])
     result, _ = timed(check_endpoint, proxy.url, timeout_s=30)

@@ -8,6 +8,7 @@ kept) unless a :class:`Rule` matches, which can:
 - ``truncate``: forward, then send only half of the real body with the full Content-Length and close;
 - ``malformed``: forward, then corrupt the real body (cut JSON; a non-JSON event in an SSE stream);
 - ``drop_done``: forward an SSE stream without its ``data: [DONE]`` event;
+- ``gzip``: forward, gzip the real body and say so in Content-Encoding (as nginx ``gzip on`` does);
 - ``hang``: accept the request and never answer (until the proxy closes);
 - ``reset``: close the connection without any answer.
 
@@ -19,6 +20,7 @@ largest number of requests handled at once.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import http.client
 import http.server
 import json
@@ -33,7 +35,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
 
 @dataclasses.dataclass
 class Rule:
-    action: str                       # status | truncate | malformed | drop_done | hang | reset | pass
+    action: str                       # status | truncate | malformed | drop_done | gzip | hang | reset | pass
     path: str | None = None           # path prefix to match (None: every path)
     method: str | None = None
     body_contains: bytes | None = None  # e.g. b'"stream": true' to hit only streamed requests
@@ -211,10 +213,14 @@ def _handler_for(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
                     return
                 if action == "malformed":
                     data = data[: max(1, len(data) // 2)]  # a real answer cut mid-JSON, with a correct length
+                if action == "gzip":
+                    data = gzip.compress(data)
                 self.send_response(up.status)
                 for k, v in up.getheaders():
                     if k.lower() not in HOP_BY_HOP:
                         self.send_header(k, v)
+                if action == "gzip":
+                    self.send_header("Content-Encoding", "gzip")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
