@@ -359,6 +359,13 @@ def _stack_problems(settings: Settings) -> list[str]:
             f"{PROJECT}:access.sourceRanges: not set, so the endpoints would be open to the internet; list your "
             "client CIDRs, or set access.internal: true (private IP), or access.allowAnySource: true"
         )
+    check = settings.endpoint_check
+    if access.internal and check.enabled and not check.url:
+        problems.append(
+            f"{PROJECT}:endpointCheck.url: the endpoints are internal (access.internal), so `pulumi up` can't reach "
+            "them to check them; set endpointCheck.url to an address reachable from where Pulumi runs, or "
+            "endpointCheck.enabled: false"
+        )
     if settings.kaito.provisioner_identity and settings.kaito.mode != "addon":
         problems.append(f"{PROJECT}:kaito.provisionerIdentity: only applies to kaito.mode=addon; remove it")
     if settings.cluster.azure_rbac and not settings.cluster.admin_group_object_ids:

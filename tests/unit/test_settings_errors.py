@@ -61,6 +61,8 @@ CASES = {
     "missing-facts": (OK_ACCESS + "  kaito-aks:kaito: {mode: helm}\n  kaito-aks:models: [{name: a, model: acme/x-7b}]\n",
                       ["kaito-aks:models[0].model: 'acme/x-7b' is not in KAITO 0.12.0's catalog, so kaito-aks needs its facts"]),
     "models-not-a-list": (OK_ACCESS + "  kaito-aks:models: phi-2\n", ["kaito-aks:models: Input should be a valid tuple"]),
+    "internal-unreachable-check": ("  kaito-aks:access: {internal: true}\n  kaito-aks:models: [{name: a, model: phi-2}]\n",
+                                   ["kaito-aks:endpointCheck.url: the endpoints are internal"]),
     "azure-rbac-no-admins": (OK_ACCESS + "  kaito-aks:cluster: {azureRbac: true}\n  kaito-aks:models: [{name: a, model: phi-2}]\n",
                              ["kaito-aks:cluster.adminGroupObjectIds: required with azureRbac"]),
 }
