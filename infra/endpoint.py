@@ -538,7 +538,8 @@ def _describe_exception(e: BaseException) -> str:
     for needle, short in (("Connection refused", "connection refused"), ("Name or service not known", "DNS lookup failed"),
                           ("nodename nor servname", "DNS lookup failed"), ("Connection reset", "connection reset"),
                           ("IncompleteRead", "response body truncated"), ("RemoteDisconnected", "server closed the connection"),
-                          ("Connection aborted", "connection aborted"), ("No route to host", "no route to host")):
+                          ("Connection aborted", "connection aborted"), ("No route to host", "no route to host"),
+                          ("timed out", "read timed out")):
         if needle in text:
             return short
     return f"{type(e).__name__}: {excerpt(text, 120)}"

@@ -192,6 +192,16 @@ def test_hanging_upstream_fails_within_deadline_plus_one_request_timeout(proxy):
     assert "timed out" in e.reason
 
 
+@pytest.mark.parametrize("body_contains, step", [(b'"stream": true', "stream"), (None, "ready")])
+def test_body_stalling_mid_response_fails_within_deadline_plus_one_request_timeout(proxy, body_contains, step):
+    # headers and part of the real body arrive, then nothing: the read timeout must fire mid-body
+    path = "/v1/chat/completions" if step == "stream" else "/v1/models"
+    proxy.set_rules([Rule("stall", path=path, body_contains=body_contains)])
+    outcome, elapsed = timed(check_endpoint, proxy.url, timeout_s=5, request_timeout_s=2)
+    e = assert_fails_at_deadline(outcome, elapsed, deadline=5, request_timeout=2, step=step)
+    assert "timed out" in e.reason and e.status == 200
+
+
 def test_hang_longer_than_the_deadline_is_cut_at_the_deadline(proxy):
     # a request timeout (30 s) longer than the whole deadline (3 s) is cut to the time left
     proxy.set_rules([Rule("hang")])

@@ -10,6 +10,8 @@ kept) unless a :class:`Rule` matches, which can:
 - ``drop_done``: forward an SSE stream without its ``data: [DONE]`` event;
 - ``gzip``: forward, gzip the real body and say so in Content-Encoding (as nginx ``gzip on`` does);
 - ``hang``: accept the request and never answer (until the proxy closes);
+- ``stall``: forward, send the headers and the first part of the real body (the first event of a stream), then
+  stop sending without closing (until the proxy closes);
 - ``reset``: close the connection without any answer.
 
 ``on_match`` runs before the action (e.g. kill the upstream server mid-check). When the upstream is down the
@@ -204,12 +206,12 @@ def _handler_for(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
             try:
                 ctype = up.getheader("Content-Type", "")
                 streaming = "text/event-stream" in ctype
-                if streaming and action in ("pass", "drop_done", "malformed"):
+                if streaming and action in ("pass", "drop_done", "malformed", "stall"):
                     self._relay_stream(up, action)
                     return
                 data = up.read()
-                if action == "truncate":
-                    self._truncated(up, data)
+                if action in ("truncate", "stall"):
+                    self._truncated(up, data, stall=action == "stall")
                     return
                 if action == "malformed":
                     data = data[: max(1, len(data) // 2)]  # a real answer cut mid-JSON, with a correct length
@@ -228,15 +230,17 @@ def _handler_for(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
             finally:
                 conn.close()
 
-        def _truncated(self, up: http.client.HTTPResponse, data: bytes) -> None:
+        def _truncated(self, up: http.client.HTTPResponse, data: bytes, stall: bool = False) -> None:
             self.send_response(up.status)
             for k, v in up.getheaders():
                 if k.lower() not in HOP_BY_HOP:
                     self.send_header(k, v)
             self.send_header("Content-Length", str(len(data)))  # promises the whole body...
             self.end_headers()
-            self.wfile.write(data[: len(data) // 2])             # ...sends half, then hangs up
+            self.wfile.write(data[: len(data) // 2])             # ...sends half, then hangs up (or stalls)
             self.wfile.flush()
+            if stall:
+                proxy.release.wait(timeout=600)
             self._abort()
 
         def _relay_stream(self, up: http.client.HTTPResponse, action: str) -> None:
@@ -258,6 +262,10 @@ def _handler_for(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
                 first = False
                 if chunk:
                     self._chunk(chunk)
+                if action == "stall":
+                    proxy.release.wait(timeout=600)
+                    self._abort()
+                    return
             self._chunk(b"")
 
         def _chunk(self, data: bytes) -> None:
