@@ -444,7 +444,7 @@ def load_stack_file(stack: str, path: str | pathlib.Path | None = None) -> Setti
     config = doc.get("config") or {}
     if not isinstance(config, dict):
         raise UserError(f"{file}: `config:` must be a mapping of settings")
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = project_defaults()   # what Pulumi injects from Pulumi.yaml in a real run
     secret_keys: set[str] = set()
     for full_key, value in config.items():
         namespace, _, key = str(full_key).partition(":")
@@ -455,6 +455,20 @@ def load_stack_file(stack: str, path: str | pathlib.Path | None = None) -> Setti
         values[key] = value
     location = config.get("azure-native:location")
     return settings_from_config(stack, values, secret_keys, location_fallback=location)
+
+
+def project_defaults() -> dict[str, Any]:
+    """Defaults declared in Pulumi.yaml's typed `config:` section (Pulumi passes them to the program too)."""
+    try:
+        project = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text()) or {}
+    except FileNotFoundError:
+        return {}
+    out = {}
+    for key, decl in (project.get("config") or {}).items():
+        name = str(key).removeprefix(f"{PROJECT}:")
+        if ":" not in name and isinstance(decl, dict) and "default" in decl:
+            out[name] = decl["default"]
+    return out
 
 
 def load_from_pulumi() -> Settings:
