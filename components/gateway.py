@@ -33,9 +33,7 @@ class Gateway(pulumi.ComponentResource):
         k8s.apply("gateway-netpol", gateway.network_policy(plan), k8s_opts(depends_on))
         service = k8s.apply("gateway-service", gateway.service(plan), k8s_opts([deployment]))
 
-        self.address = service.status.apply(
-            lambda s: (s.load_balancer.ingress[0].ip or s.load_balancer.ingress[0].hostname)
-            if s and s.load_balancer and s.load_balancer.ingress else None)
+        self.address = k8s.load_balancer_address(service)
         self.url = self.address.apply(lambda a: f"http://{a}" if a else None)
         self.first_key = pulumi.Output.secret(keys.apply(lambda k: k[0]))
         self.register_outputs({"url": self.url, "address": self.address})

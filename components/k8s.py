@@ -39,3 +39,12 @@ def apply(name: str, obj: dict, opts: pulumi.ResourceOptions) -> pulumi.CustomRe
     cls = _TYPED[(obj["apiVersion"], obj["kind"])]
     kwargs = {arg: obj[field] for field, arg in _FIELDS.items() if field in obj}
     return cls(name, metadata=obj["metadata"], **kwargs, opts=opts)
+
+
+def load_balancer_address(service: pulumi.CustomResource) -> pulumi.Output:
+    """The IP (or host name) Azure gave a LoadBalancer Service; None until it has one."""
+    def address(status) -> str | None:
+        ingress = status.load_balancer.ingress if status and status.load_balancer else None
+        return (ingress[0].ip or ingress[0].hostname) if ingress else None
+
+    return service.status.apply(address)

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
-
 import pulumi
 
 from components import k8s
@@ -67,15 +65,5 @@ class ModelDeployment(pulumi.ComponentResource):
                   k8s_opts(depends_on=depends_on))
         url = None
         if is_lb:
-            url = service.status.apply(_lb_url)
+            url = k8s.load_balancer_address(service).apply(lambda a: f"http://{a}" if a else None)
         return ReplicaResources(r, pool, workspace, service, url)
-
-
-def _lb_url(status: Any) -> str | None:
-    ingress = ((status or {}).get("loadBalancer") or {}).get("ingress") or [] if isinstance(status, dict) else \
-        (getattr(getattr(status, "load_balancer", None), "ingress", None) or [])
-    if not ingress:
-        return None
-    first = ingress[0]
-    host = first.get("ip") or first.get("hostname") if isinstance(first, dict) else (first.ip or first.hostname)
-    return f"http://{host}" if host else None

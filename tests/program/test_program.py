@@ -177,6 +177,12 @@ def test_exports_per_model(variant):
         assert (out["served_model"], out["instance_type"], out["nodes_per_replica"]) == (
             first.served_model, first.instance_type, first.nodes)
         assert out["usd_per_hour"] == pytest.approx(sum(r.usd_per_hour for r in plan.replicas_of(name)))
+        endpoint = pulumi.runtime.sync_await._sync_await(pulumi.Output.from_input(out["endpoint"]).future())
+        if plan.settings.gateway_enabled:
+            assert endpoint.startswith("http://10.0.0.") and endpoint.endswith(f"/{name}/v1")
+        else:
+            assert len(endpoint) == len(plan.replicas_of(name))
+            assert all(e.startswith("http://10.0.0.") and e.endswith("/v1") for e in endpoint)
 
 
 def test_resource_names_are_unique(variant):
