@@ -117,8 +117,11 @@ class VllmServer:
         self.model_dir = pathlib.Path(model_dir)
         self.served_name = served_name
         self.port = port or free_port()
-        self.log_path = pathlib.Path(log_path) if log_path else pathlib.Path(
-            tempfile.mkstemp(prefix=f"vllm-{served_name}-{self.port}-", suffix=".log")[1])
+        if log_path is None:
+            fd, name = tempfile.mkstemp(prefix=f"vllm-{served_name}-{self.port}-", suffix=".log")
+            os.close(fd)
+            log_path = pathlib.Path(name)
+        self.log_path = pathlib.Path(log_path)
         self.extra_args = tuple(extra_args)
         self.proc: subprocess.Popen[bytes] | None = None
         self.started_at: float | None = None
