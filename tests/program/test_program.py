@@ -232,3 +232,23 @@ def _is_secret(output) -> bool:
 def _leaks(value, secrets) -> bool:
     resolved = pulumi.runtime.sync_await._sync_await(pulumi.Output.from_input(value).future())
     return any(s in json.dumps(resolved, default=str) for s in secrets)
+
+
+def test_azure_rbac_option_disables_local_accounts(run_program):
+    admins = ["00000000-0000-0000-0000-00000000a001"]
+    run = run_program("dev", {"cluster": {"azureRbac": True, "adminGroupObjectIds": admins,
+                                          "systemPool": {"vmSize": "Standard_D4ds_v5", "count": 1}}})
+    (aks,) = run.of_type(AKS)
+    assert aks.inputs["aadProfile"] == {"managed": True, "enableAzureRBAC": True, "adminGroupObjectIDs": admins}
+    assert aks.inputs["disableLocalAccounts"] is True
+
+
+def test_entra_kubeconfig_uses_the_azure_cli_login():
+    import base64
+
+    from components.cluster import _kubeconfig
+
+    exec_config = "users:\n- user:\n    exec:\n      args:\n      - get-token\n      - --login\n      - devicecode\n"
+    encoded = base64.b64encode(exec_config.encode()).decode()
+    assert "- azurecli" in _kubeconfig(encoded, azure_rbac=True) and "devicecode" not in _kubeconfig(encoded, True)
+    assert _kubeconfig(encoded, azure_rbac=False) == exec_config
