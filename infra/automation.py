@@ -75,7 +75,8 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 import yaml
 
 from infra.errors import UserError
-from infra.settings import PROJECT, PROJECT_DIR, SECRET_KEYS, settings_from_config, stack_file, load_stack_file
+from infra.settings import (PROJECT, PROJECT_DIR, SECRET_KEYS, load_stack_file, project_defaults,
+                            settings_from_config, stack_file)
 
 OPERATIONS = ("preview", "up", "destroy", "refresh", "outputs")
 NEEDS_YES = ("up", "destroy")
@@ -92,7 +93,7 @@ PLACEHOLDER_MARK = "REPLACE"
 CLI_MISSING = (
     "pulumi: the Pulumi CLI is not installed (the Automation API runs it); install it with "
     "`curl -fsSL https://get.pulumi.com | sh` and put ~/.pulumi/bin on PATH, or in GitHub Actions with "
-    "`uses: pulumi/actions@v6` (no `command:` installs the CLI only)"
+    "`uses: pulumi/actions@v7` (no `command:` installs the CLI only)"
 )
 
 OnLine = Callable[[str], None]
@@ -272,7 +273,7 @@ def offline_plan(request: Request):
         config = {}
     merged = {**config, **{c.key: ({"secure": "(from the environment)"} if c.secret else c.parsed)
                            for c in request.changes}}
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = project_defaults()   # as Pulumi injects them from Pulumi.yaml
     secret_keys: set[str] = set()
     for full_key, value in merged.items():
         namespace, _, key = str(full_key).partition(":")
@@ -289,8 +290,8 @@ def offline_plan(request: Request):
         problems = err.lines + problems
         plan = None
     if problems:
-        raise UserError(problems + [
-            f"{request.operation} {stack} refused: the offline plan failed (`python -m infra plan --stack {stack}` shows it)"])
+        raise UserError(problems + [f"{request.operation} {stack} refused: fix the lines above first "
+                                    f"(`python -m infra plan --stack {stack}` checks the settings offline)"])
     return plan
 
 

@@ -169,7 +169,7 @@ def test_over_budget_is_refused_with_the_plans_line_before_the_api_is_touched(h)
     assert summary["result"] == "refused"
     assert summary["errors"][0].startswith("kaito-aks:budget.maxUsdPerHour: the plan costs $")
     assert "over the budget of $0.01/h" in summary["errors"][0]
-    assert summary["errors"][-1].startswith("up dev refused: the offline plan failed")
+    assert summary["errors"][-1].startswith("up dev refused: fix the lines above first")
     assert h.factory_calls == [] and h.stack.calls == []
     assert h.err == summary["errors"]  # the same lines on stderr, one per problem
 
@@ -338,7 +338,7 @@ def test_missing_cli_is_one_line_and_exit_2(tmp_path):
     code, summary = h("preview", "--stack", "dev")
     assert code == 2 and summary["result"] == "refused"
     assert summary["errors"] == [CLI_MISSING]
-    assert "curl -fsSL https://get.pulumi.com | sh" in CLI_MISSING and "pulumi/actions@v6" in CLI_MISSING
+    assert "curl -fsSL https://get.pulumi.com | sh" in CLI_MISSING and "pulumi/actions@v7" in CLI_MISSING
     assert h.factory_calls == []
 
 
