@@ -75,8 +75,8 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 import yaml
 
 from infra.errors import UserError
-from infra.settings import (PROJECT, PROJECT_DIR, SECRET_KEYS, load_stack_file, project_defaults,
-                            settings_from_config, stack_file)
+from infra.settings import (PROJECT, PROJECT_DIR, SECRET_KEYS, load_stack_file, settings_from_stack_config,
+                            stack_file)
 
 OPERATIONS = ("preview", "up", "destroy", "refresh", "outputs")
 NEEDS_YES = ("up", "destroy")
@@ -273,19 +273,9 @@ def offline_plan(request: Request):
         config = {}
     merged = {**config, **{c.key: ({"secure": "(from the environment)"} if c.secret else c.parsed)
                            for c in request.changes}}
-    values: dict[str, Any] = project_defaults()   # as Pulumi injects them from Pulumi.yaml
-    secret_keys: set[str] = set()
-    for full_key, value in merged.items():
-        namespace, _, key = str(full_key).partition(":")
-        if namespace != PROJECT or not key:
-            continue
-        if isinstance(value, dict) and set(value) == {"secure"}:
-            secret_keys.add(key)
-        values[key] = value
     problems = _placeholder_problems(stack, merged)
     try:
-        settings = settings_from_config(stack, values, secret_keys, location_fallback=merged.get("azure-native:location"))
-        plan = build_plan(settings)
+        plan = build_plan(settings_from_stack_config(stack, merged))
     except UserError as err:
         problems = err.lines + problems
         plan = None

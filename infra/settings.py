@@ -444,6 +444,11 @@ def load_stack_file(stack: str, path: str | pathlib.Path | None = None) -> Setti
     config = doc.get("config") or {}
     if not isinstance(config, dict):
         raise UserError(f"{file}: `config:` must be a mapping of settings")
+    return settings_from_stack_config(stack, config)
+
+
+def settings_from_stack_config(stack: str, config: dict[str, Any]) -> Settings:
+    """Validate a stack file's `config:` mapping (fully qualified keys; `{secure: ...}` for secrets)."""
     values: dict[str, Any] = project_defaults()   # what Pulumi injects from Pulumi.yaml in a real run
     secret_keys: set[str] = set()
     for full_key, value in config.items():
@@ -453,8 +458,7 @@ def load_stack_file(stack: str, path: str | pathlib.Path | None = None) -> Setti
         if isinstance(value, dict) and set(value) == {"secure"}:
             secret_keys.add(key)  # encrypted: we only need to know it is set
         values[key] = value
-    location = config.get("azure-native:location")
-    return settings_from_config(stack, values, secret_keys, location_fallback=location)
+    return settings_from_config(stack, values, secret_keys, location_fallback=config.get("azure-native:location"))
 
 
 def project_defaults() -> dict[str, Any]:
