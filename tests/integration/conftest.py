@@ -25,28 +25,17 @@ marked ``servers`` automatically.
 """
 from __future__ import annotations
 
-import os
 import pathlib
 import threading
 from typing import Callable, Iterator
 
 import pytest
 
+from tests.servers.required import unavailable
 from tests.servers.vllm import ServerUnavailable, VllmRuntime, VllmServer
 
 SESSION_MODEL = "tiny-llama"
 SERVER_FIXTURES = {"vllm_runtime", "tiny_model_dir", "vllm_server", "vllm_servers", "vllm_server_factory"}
-
-
-def servers_required() -> bool:
-    return os.environ.get("KAITO_AKS_REQUIRE_SERVERS") == "1"
-
-
-def unavailable(reason: str) -> None:
-    """Skip with the reason, or fail when servers are required (CI)."""
-    if servers_required():
-        pytest.fail(f"KAITO_AKS_REQUIRE_SERVERS=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

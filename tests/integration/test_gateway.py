@@ -8,7 +8,6 @@ from __future__ import annotations
 import concurrent.futures
 import http.server
 import json
-import os
 import pathlib
 import shutil
 import subprocess
@@ -21,17 +20,12 @@ import requests
 from infra.endpoint import check_endpoint
 from infra.gateway import GatewayLimits, Route, key_id
 from tests.servers.nginx import NginxGateway, nginx_available
+from tests.servers.required import unavailable
 from tests.servers.vllm import MAKE_TINY_MODEL, REPO, ServerUnavailable, VllmRuntime, VllmServer
 
 pytestmark = pytest.mark.servers
 KEYS = ["sk-gw-test-alpha-3f9e1c", "sk-gw-test-beta-77d2aa"]
 MODEL = "tiny-llama"
-
-
-def unavailable(reason: str):
-    if os.environ.get("KAITO_AKS_REQUIRE_SERVERS") == "1":
-        pytest.fail(f"required server unavailable: {reason}")
-    pytest.skip(reason)
 
 
 def token_paced_model(runtime) -> pathlib.Path:

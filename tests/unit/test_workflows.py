@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from infra.settings import PROJECT_DIR
+from tests.servers.required import unavailable
 
 WORKFLOWS = PROJECT_DIR / ".github" / "workflows"
 WORKFLOW_FILES = sorted(WORKFLOWS.glob("*.yml")) + sorted(WORKFLOWS.glob("*.yaml"))
@@ -38,16 +39,6 @@ PINNED = {
 LONG_LIVED_CLOUD_SECRETS = ("ARM_CLIENT_SECRET", "AZURE_CLIENT_SECRET", "AZURE_CREDENTIALS", "AZURE_STORAGE_KEY",
                             "client-secret", "creds:")
 GITHUB_SHELL = ["bash", "--noprofile", "--norc", "-eo", "pipefail"]  # what `run:` uses on Linux runners
-
-
-def required() -> bool:
-    return os.environ.get("KAITO_AKS_REQUIRE_SERVERS") == "1"
-
-
-def unavailable(reason: str) -> None:
-    if required():
-        pytest.fail(f"KAITO_AKS_REQUIRE_SERVERS=1 but {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def find_actionlint() -> str | None:
