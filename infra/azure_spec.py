@@ -5,7 +5,6 @@ Pure functions of the Plan; ``components/`` passes them to pulumi-azure-native /
 """
 from __future__ import annotations
 
-from infra.catalog import load_catalog
 from infra.manifests import GPU_TAINT
 from infra.plan import Plan, ReplicaPlan
 
@@ -83,7 +82,7 @@ def gpu_pool_args(r: ReplicaPlan) -> dict:
         "os_type": "Linux",
         "os_sku": "Ubuntu",               # the add-on does not support AzureLinux GPU nodes
         "os_disk_size_gb": r.os_disk_gib,
-        "node_labels": node_labels(r),
+        "node_labels": r.node_labels,
         "node_taints": [GPU_TAINT],
         "type": "VirtualMachineScaleSets",
         "tags": {"managed-by": "kaito-aks", "kaito-workspace": r.workspace},
@@ -91,24 +90,6 @@ def gpu_pool_args(r: ReplicaPlan) -> dict:
     if r.spot:
         args.update({"scale_set_priority": "Spot", "scale_set_eviction_policy": "Delete", "spot_max_price": -1})
     return args
-
-
-def node_labels(r: ReplicaPlan) -> dict[str, str]:
-    """The plan's node labels, plus for KAITO 0.12 (byo) the GPU Feature Discovery labels its webhook and
-    estimator read, set from the catalog so the Workspace is admitted as soon as the pool exists (GFD, which
-    KAITO's chart runs, keeps them current)."""
-    labels = dict(r.node_labels)
-    if r.kaito_version.startswith("0.12"):
-        size = load_catalog().sizes[r.instance_type]
-        labels["nvidia.com/gpu.count"] = str(size.gpus)
-        labels["nvidia.com/gpu.memory"] = str(size.nvml_memory_mib)
-        labels["nvidia.com/gpu.product"] = gfd_product(size.gpu_model)
-    return labels
-
-
-def gfd_product(gpu_model: str) -> str:
-    """GFD writes the product name with spaces as '-' (label values allow [A-Za-z0-9_.-])."""
-    return "".join(ch if ch.isalnum() or ch in "_.-" else "-" for ch in gpu_model)[:63].strip("-")
 
 
 def kaito_chart_values(plan: Plan) -> dict:

@@ -70,6 +70,8 @@ class ReplicaPlan:
     spot: bool
     vm_family: str
     vcpus: int
+    gpu_model: str
+    gpu_memory_mib: int | None   # per GPU, as GPU Feature Discovery reports it (what KAITO 0.12 byo sizes from)
     weights_gib: float | None
     notes: tuple[str, ...] = ()
 
@@ -86,6 +88,11 @@ class ReplicaPlan:
             # azure-gpu-provisioner/byo selectors (SIZING.md B5): harmless under byo, required otherwise
             labels["kaito.sh/workspace"] = self.workspace
             labels["kaito.sh/workspacenamespace"] = self.namespace
+            # The GPU Feature Discovery labels KAITO's byo webhook and estimator read, set at pool creation so
+            # the Workspace is admitted as soon as the pool exists (GFD, which KAITO's chart runs, keeps them).
+            labels["nvidia.com/gpu.count"] = str(self.gpus_per_node)
+            labels["nvidia.com/gpu.memory"] = str(self.gpu_memory_mib)
+            labels["nvidia.com/gpu.product"] = gfd_product(self.gpu_model)
         return labels
 
     @property
@@ -319,9 +326,16 @@ def _replica(settings: Settings, index: int, model: ModelSettings, resolved: Res
         spot=model.spot,
         vm_family=size.family,
         vcpus=size.vcpus,
+        gpu_model=size.gpu_model,
+        gpu_memory_mib=size.nvml_memory_mib,
         weights_gib=resolved.facts.weights_gib if resolved.facts else None,
         notes=resolved.notes,
     )
+
+
+def gfd_product(gpu_model: str) -> str:
+    """GFD writes the product name with spaces as '-' (label values allow [A-Za-z0-9_.-])."""
+    return "".join(ch if ch.isalnum() or ch in "_.-" else "-" for ch in gpu_model)[:63].strip("-")
 
 
 def pool_name(workspace: str) -> str:
