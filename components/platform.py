@@ -82,7 +82,8 @@ class KaitoPlatform(pulumi.ComponentResource):
                 r = rr.plan
                 if self.gateway is not None:
                     base = pulumi.Output.from_input(settings.url) if settings.url else self.gateway.url
-                    url = base.apply(lambda b, ws=r.workspace: f"{b.rstrip('/')}/_replicas/{ws}" if b else None)
+                    prefix = gateway_spec.replica_prefix(r.workspace)
+                    url = base.apply(lambda b, p=prefix: f"{b.rstrip('/')}{p}" if b else None)
                     api_key, deps = self.gateway.first_key, [self.gateway, rr.workspace]
                 else:
                     url = pulumi.Output.from_input(settings.url) if settings.url else rr.url
@@ -108,7 +109,8 @@ class KaitoPlatform(pulumi.ComponentResource):
             replicas = self.plan.replicas_of(name)
             first = replicas[0]
             if self.gateway is not None:
-                endpoint = self.gateway.url.apply(lambda u, n=name: f"{u}/{n}/v1" if u else None)
+                prefix = gateway_spec.model_prefix(name)
+                endpoint = self.gateway.url.apply(lambda u, p=prefix: f"{u}{p}/v1" if u else None)
             else:
                 endpoint = pulumi.Output.all(*[rr.url for rr in model.replicas]).apply(
                     lambda urls: [f"{u}/v1" for u in urls if u])
