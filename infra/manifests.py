@@ -122,7 +122,6 @@ def workspace(r: ReplicaPlan) -> dict:
 
 def endpoint_service(r: ReplicaPlan, plan: Plan) -> dict:
     """Port 80 -> 5000 on the inference pod: a LoadBalancer without the gateway, ClusterIP behind it."""
-    access = plan.settings.access
     spec: dict[str, Any] = {
         "selector": inference_pod_selector(r),
         "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": INFERENCE_PORT, "protocol": "TCP"}],
@@ -145,7 +144,6 @@ def endpoint_service(r: ReplicaPlan, plan: Plan) -> dict:
 
 
 def load_balancer_spec(plan: Plan) -> dict:
-    access = plan.settings.access
     spec: dict[str, Any] = {"type": "LoadBalancer", "externalTrafficPolicy": "Local"}  # keep client IPs
     ranges = allowed_source_ranges(plan)
     if ranges:

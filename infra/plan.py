@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from infra.catalog import Catalog, KaitoRelease, ModelFacts, load_catalog
 from infra.errors import UserError
@@ -238,7 +238,7 @@ def _plan_model(settings: Settings, index: int, model: ModelSettings, release: K
     except SizingError as err:
         field_name = "instanceType" if model.instance_type != "auto" else "model"
         raise _ModelProblems([f"{key}.{field_name}: {err}"]) from None
-    return [_replica(settings, index, model, resolved, release, decision, i, catalog) for i in range(model.replicas)]
+    return [_replica(settings, index, model, resolved, decision, i, catalog) for i in range(model.replicas)]
 
 
 def _facts_from_settings(model: ModelSettings) -> ModelFacts | None:
@@ -284,7 +284,7 @@ def _model_problems(settings: Settings, key: str, model: ModelSettings, resolved
 
 
 def _replica(settings: Settings, index: int, model: ModelSettings, resolved: ResolvedModel,
-             release: KaitoRelease, decision: Decision, replica: int, catalog: Catalog) -> ReplicaPlan:
+             decision: Decision, replica: int, catalog: Catalog) -> ReplicaPlan:
     chosen: Option = decision.chosen
     size = catalog.sizes[chosen.instance_type]
     workspace = model.name if replica == 0 else f"{model.name}-r{replica}"
@@ -303,7 +303,7 @@ def _replica(settings: Settings, index: int, model: ModelSettings, resolved: Res
         resolution=resolved.path,
         runtime=model.runtime,
         kaito_mode=settings.kaito.mode,
-        kaito_version=release.version if settings.kaito.mode == "addon" else settings.kaito.effective_version,
+        kaito_version=settings.kaito.effective_version,
         instance_type=chosen.instance_type,
         nodes=chosen.nodes,
         kaito_count=chosen.kaito_count,

@@ -356,7 +356,7 @@ def _format_validation_error(err: ValidationError, skip_missing_models: bool) ->
         inner = re.match(r"^(models\[\d+\]\.\w+|\w+(?:\.\w+)*): (.*)$", message)
         if inner and not loc:
             path, message = inner.group(1), inner.group(2)
-        elif inner and e["type"] == "value_error" and inner.group(1).split(".")[0] in _camel_fields_at(loc):
+        elif inner and e["type"] == "value_error" and inner.group(1).split(".")[0] in _fields_at(loc):
             path, message = f"{path}.{inner.group(1)}", inner.group(2)
         got = e.get("input")
         suffix = ""
@@ -405,10 +405,6 @@ def _fields_at(loc: list) -> tuple[str, ...]:
         return ()
     names = [f.alias or to_camel(n) for n, f in model.model_fields.items()]
     return tuple(n for n in names if n not in ("stack", "secretsSet"))
-
-
-def _camel_fields_at(loc: list) -> tuple[str, ...]:
-    return _fields_at(loc)
 
 
 def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:

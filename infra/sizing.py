@@ -20,7 +20,7 @@ The rules are transcribed from KAITO's Go code (../shared/kaito/SIZING.md):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from infra.catalog import AzureGpuSize, Catalog, KaitoRelease, KaitoSku, ModelFacts, PresetV06
 from infra.models import ResolvedModel
@@ -141,13 +141,13 @@ def byo_per_gpu_gib(nvml_memory_mib: int) -> int:
 # ---------------------------------------------------------------------------------------------------------
 # Evaluating one size
 
-def evaluate(req: SizingRequest, size: AzureGpuSize, catalog: Catalog | None = None) -> Option:
+def evaluate(req: SizingRequest, size: AzureGpuSize) -> Option:
     """Is ``size`` accepted, schedulable and physically big enough? With how many nodes, at what cost?"""
     name = size.name
     release = req.release
     if size.retired:
         return Option(name, False, f"retired by Azure on {size.retired.isoformat()}: no new capacity")
-    kaito_sku = _kaito_row(size, release)
+    kaito_sku = release.kaito_sku(size.name)   # nodes carry Azure's VM size name: KAITO must find *that* string
     if size.vendor != "nvidia":
         return Option(name, False, f"{size.gpu_model}: KAITO's inference pods request nvidia.com/gpu, so they never schedule")
     if kaito_sku is None:
@@ -164,11 +164,6 @@ def evaluate(req: SizingRequest, size: AzureGpuSize, catalog: Catalog | None = N
     if release.line == "0.6":
         return _evaluate_v06(req, size, kaito_sku)
     return _evaluate_v012(req, size, kaito_sku)
-
-
-def _kaito_row(size: AzureGpuSize, release: KaitoRelease) -> KaitoSku | None:
-    # Nodes carry Azure's VM size name; KAITO must find *that* string in its table.
-    return release.kaito_sku(size.name)
 
 
 def _not_in_table(size: AzureGpuSize, release: KaitoRelease) -> str:
@@ -298,7 +293,7 @@ def _evaluate_v012(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Opt
 # Choosing
 
 def evaluate_all(req: SizingRequest, catalog: Catalog) -> list[Option]:
-    return sorted((evaluate(req, s, catalog) for s in catalog.sizes.values()), key=lambda o: o.sort_key)
+    return sorted((evaluate(req, s) for s in catalog.sizes.values()), key=lambda o: o.sort_key)
 
 
 def choose(req: SizingRequest, catalog: Catalog) -> Decision:
@@ -325,7 +320,7 @@ def check_explicit(req: SizingRequest, catalog: Catalog, instance_type: str) -> 
             raise SizingError(f"Azure size names are matched exactly by KAITO's node selection; write '{other_case.name}'")
         raise SizingError(f"'{instance_type}' is not an Azure GPU size kaito-aks knows "
                           f"(infra/catalog/azure_gpu_skus.yaml){_cheapest_hint(req, catalog)}")
-    option = evaluate(req, size, catalog)
+    option = evaluate(req, size)
     options = evaluate_all(req, catalog)
     others = tuple(o for o in options if o.feasible and o.instance_type != option.instance_type)
     rejected = tuple(o for o in options if not o.feasible and o.instance_type != option.instance_type)
@@ -362,7 +357,7 @@ def largest_fitting_context(req: SizingRequest, catalog: Catalog, option: Option
 
     def fits(tokens: int) -> bool:
         probe = replace(req, max_model_len=tokens)
-        again = evaluate(probe, catalog.sizes[option.instance_type], catalog)
+        again = evaluate(probe, catalog.sizes[option.instance_type])
         return again.feasible and again.nodes == option.nodes
 
     while lo <= hi:

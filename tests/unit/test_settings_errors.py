@@ -1,8 +1,6 @@
 """Every settings error path: exit 2, one line per problem naming the key and the fix, never a traceback."""
-import json
 import subprocess
 import sys
-import textwrap
 
 import pytest
 

@@ -65,7 +65,7 @@ def test_part_d_mistral_on_one_16_gib_gpu_is_accepted_but_does_not_fit():
     model = resolve("mistral-7b-instruct", V06, CAT)
     for sku in ("Standard_NC4as_T4_v3", "Standard_NC8as_T4_v3", "Standard_NC16as_T4_v3"):
         assert kaito_v06_placement(model.preset_v06, V06.kaito_sku(sku), "vllm").accepted
-        option = evaluate(SizingRequest(model, "vllm", V06), CAT.sizes[sku], CAT)
+        option = evaluate(SizingRequest(model, "vllm", V06), CAT.sizes[sku])
         assert not option.feasible and "vLLM can't run it" in option.why
 
 
@@ -88,7 +88,7 @@ def test_part_e_kaito_0_12_node_estimator(preset, sku, cell, memory_source):
     """Same node counts from KAITO's SKU table and from the GFD memory labels kaito-aks's BYO nodes report."""
     nodes, parallelism = cell.split(" ")
     size = CAT.sizes[f"Standard_{sku}"]
-    option = evaluate(SizingRequest(resolve(preset, V012, CAT), "vllm", V012, memory_source=memory_source), size, CAT)
+    option = evaluate(SizingRequest(resolve(preset, V012, CAT), "vllm", V012, memory_source=memory_source), size)
     assert option.feasible
     assert option.nodes == int(nodes)
     assert option.usd_per_hour == pytest.approx(int(nodes) * size.usd_per_hour)
@@ -111,7 +111,7 @@ CUTOVERS = [
 @pytest.mark.parametrize("preset,sku,last_fit,nodes", CUTOVERS)
 def test_part_e_max_model_len_cutovers(preset, sku, last_fit, nodes):
     model = resolve(preset, V012, CAT)
-    at = lambda tokens: evaluate(SizingRequest(model, "vllm", V012, max_model_len=tokens), CAT.sizes[sku], CAT).nodes
+    at = lambda tokens: evaluate(SizingRequest(model, "vllm", V012, max_model_len=tokens), CAT.sizes[sku]).nodes
     assert at(last_fit) == nodes
     assert at(last_fit + 1) == nodes + 1
 
@@ -120,7 +120,7 @@ def test_part_e_max_model_len_cutovers(preset, sku, last_fit, nodes):
                                         ("llama-3.1-8b-instruct", "Standard_NC24ads_A100_v4")])
 def test_part_e_one_node_for_every_context(preset, sku):
     model = resolve(preset, V012, CAT)
-    option = evaluate(SizingRequest(model, "vllm", V012, max_model_len=131072), CAT.sizes[sku], CAT)
+    option = evaluate(SizingRequest(model, "vllm", V012, max_model_len=131072), CAT.sizes[sku])
     assert option.nodes == 1
 
 
@@ -165,7 +165,7 @@ def test_part_f1_llama_8b_on_two_t4s_writes_a_max_model_len_that_fits():
     assert decision.chosen.max_model_len_required and decision.max_model_len >= 2048
     model = resolve("llama-3.1-8b-instruct", V06, CAT)
     too_long = SizingRequest(model, "vllm", V06, max_model_len=decision.max_model_len + 256)
-    assert not evaluate(too_long, CAT.sizes["Standard_NC4as_T4_v3"], CAT).feasible
+    assert not evaluate(too_long, CAT.sizes["Standard_NC4as_T4_v3"]).feasible
 
 
 # Part B7: KAITO 0.12 in BYO mode sizes from the GFD memory label, rounded half-up per GPU.
