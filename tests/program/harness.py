@@ -103,33 +103,34 @@ class ProgramRun:
         return matches[0]
 
 
-def stack_config(stack: str, overrides: dict | None = None, secrets: dict | None = None) -> tuple[dict, list]:
+def stack_file_config(stack: str, overrides: dict | None = None, secrets: dict | None = None) -> dict:
+    """The stack file's `config:` with ``overrides`` applied and ``secrets`` as `{secure: value}` entries."""
     doc = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text())["config"]
-    config, secret_keys = {}, []
-    for key, value in doc.items():
+    # the committed secure placeholders are dropped; real values come from `secrets`
+    config = {k: v for k, v in doc.items() if not (isinstance(v, dict) and set(v) == {"secure"})}
+    config.update({f"kaito-aks:{key}": value for key, value in (overrides or {}).items()})
+    secrets = secrets if secrets is not None else {"hfToken": HF_TOKEN, "apiKeys": json.dumps(API_KEYS)}
+    config.update({f"kaito-aks:{key}": {"secure": value} for key, value in secrets.items()})
+    return config
+
+
+def stack_config(stack: str, overrides: dict | None = None, secrets: dict | None = None) -> tuple[dict, list]:
+    """That config as the Pulumi CLI hands it to a program: strings (objects as JSON), secret keys listed."""
+    config, as_strings, secret_keys = stack_file_config(stack, overrides, secrets), {}, []
+    for key, value in config.items():
         if isinstance(value, dict) and set(value) == {"secure"}:
-            continue                           # the committed placeholders; real values come from `secrets`
-        config[key] = value
-    for key, value in (overrides or {}).items():
-        config[f"kaito-aks:{key}"] = value
-    for key, value in (secrets if secrets is not None else {"hfToken": HF_TOKEN, "apiKeys": json.dumps(API_KEYS)}).items():
-        config[f"kaito-aks:{key}"] = value
-        secret_keys.append(f"kaito-aks:{key}")
-    as_strings = {k: v if isinstance(v, str) else json.dumps(v) for k, v in config.items()}
+            value = value["secure"]
+            secret_keys.append(key)
+        as_strings[key] = value if isinstance(value, str) else json.dumps(value)
     return as_strings, secret_keys
 
 
 def expected_plan(stack: str, overrides: dict | None = None):
-    """The Plan the program should deploy: built offline from the same config."""
+    """The Plan the program should deploy: built offline, by the plan CLI's own reader, from the same config."""
     from infra.plan import build_plan
-    from infra.settings import settings_from_config
+    from infra.settings import settings_from_stack_config
 
-    config, secret_keys = stack_config(stack, overrides)
-    values = {k.split(":", 1)[1]: json.loads(v) if v[:1] in "[{" else v
-              for k, v in config.items() if k.startswith("kaito-aks:")}
-    secrets = {k.split(":", 1)[1] for k in secret_keys}
-    return build_plan(settings_from_config(stack, values, secrets,
-                                           location_fallback=config.get("azure-native:location")))
+    return build_plan(settings_from_stack_config(stack, stack_file_config(stack, overrides)))
 
 
 def run_program(stack: str, overrides: dict | None = None, secrets: dict | None = None) -> ProgramRun:
