@@ -11,7 +11,9 @@ import importlib
 import os
 import sys
 
-from infra.errors import UserError
+from infra.errors import UserError, bounded_line
+
+INTERNAL_ERROR_EXIT = 70   # EX_SOFTWARE: a bug of ours, not a mistake of the user's
 
 # module name -> registered with add_parser(); order is the order in --help
 COMMAND_MODULES = ("infra.cli_plan", "infra.cli_check")
@@ -39,3 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `python -m infra plan ... | head`: the reader left; not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as err:  # noqa: BLE001 -- the last resort: one line, never a traceback for any input
+        if os.environ.get("KAITO_AKS_DEBUG"):
+            raise
+        print(bounded_line(f"{parser.prog} {args.command}: internal error ({type(err).__name__}); this is a bug in "
+                           "kaito-aks: please report it with the command you ran (KAITO_AKS_DEBUG=1 shows the "
+                           "traceback)"), file=sys.stderr)
+        return INTERNAL_ERROR_EXIT

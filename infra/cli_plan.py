@@ -6,6 +6,7 @@ import json
 import pathlib
 import sys
 
+from infra.errors import UserError
 from infra.plan import HOURS_PER_MONTH, Plan, build_plan
 from infra.settings import load_stack_file
 
@@ -25,7 +26,11 @@ def run(args: argparse.Namespace) -> int:
     if args.manifests:
         from infra.manifests import write_manifests
 
-        written = write_manifests(plan, pathlib.Path(args.manifests))
+        try:
+            written = write_manifests(plan, pathlib.Path(args.manifests))
+        except OSError as err:
+            raise UserError(f"--manifests {args.manifests}: can't write there ({err.strerror or err}); name a "
+                            "directory that can be created, or an existing empty one") from None
         print(f"wrote {len(written)} manifests to {args.manifests}", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(plan.to_json(), indent=2))

@@ -22,6 +22,7 @@ import difflib
 import ipaddress
 import pathlib
 import re
+import urllib.parse
 from typing import Any, Literal
 
 import yaml
@@ -29,15 +30,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PositiveFloat,
-    PositiveInt,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
-from infra.errors import UserError
+from infra.errors import UserError, bounded_repr
+from infra.ip_ranges import breadth_problem
+from infra.stack_yaml import load_yaml_mapping
 
 PROJECT = "kaito-aks"
 PROJECT_DIR = pathlib.Path(__file__).resolve().parent.parent
@@ -45,23 +46,86 @@ SECRET_KEYS = ("hfToken", "apiKeys")
 DEFAULT_HELM_VERSION = "0.12.0"
 ADDON_VERSION = "0.6.0"  # what the AKS add-on runs (MS Learn, 2025-09); rules hold for 0.6.0-0.6.2
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")        # always used with fullmatch
+# Hugging Face repo ids: ASCII letters, digits, '-', '_', '.'; no '--' or '..'; not starting or ending with '-' or
+# '.'; at most 96 characters per part (huggingface_hub's validate_repo_id).
+_HF_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?", re.ASCII)
+_AKS_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?", re.ASCII)
+_RESOURCE_GROUP = re.compile(r"[A-Za-z0-9._()-]{0,89}[A-Za-z0-9_()-]", re.ASCII)
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+MAX_CONTEXT = 10_000_000            # tokens; no model has more
+MAX_RANGES = 200                     # AKS allows 200 authorized IP ranges; LB source ranges are NSG rules
+
+
+def is_dns_label(value: str, max_len: int = 63) -> bool:
+    return len(value) <= max_len and _DNS_LABEL.fullmatch(value) is not None
+
+
+def is_hf_id(value: str) -> bool:
+    parts = value.split("/")
+    return (len(parts) == 2 and all(_HF_PART.fullmatch(p) for p in parts)
+            and not any(".." in p or "--" in p for p in parts))
+
+
+def is_aks_name(value: str) -> bool:
+    return _AKS_NAME.fullmatch(value) is not None
+
+
+def is_resource_group_name(value: str) -> bool:
+    return _RESOURCE_GROUP.fullmatch(value) is not None
+
+
+def _plain_text_problem(value: str) -> str | None:
+    """Why a setting string can't be used as written, or None: no control characters, no edge whitespace."""
+    if any(not ch.isprintable() for ch in value):
+        return "contains a control character (a stray newline or tab?); write it on one line"
+    if value != value.strip():
+        return "starts or ends with whitespace; remove it"
+    return None
 
 
 class _Settings(BaseModel):
     """camelCase keys in YAML (``instanceType``), snake_case in Python; unknown keys are errors."""
 
     model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True,
+        allow_inf_nan=False,          # `.inf` is not a budget, a timeout or a model size
     )
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _whole_strings(cls, v: Any) -> Any:
+        """Every string setting, at any depth, is used whole: a trailing newline is an error, not a name."""
+        for text in _strings_in(v):
+            problem = _plain_text_problem(text)
+            if problem:
+                raise ValueError(f"{bounded_repr(text)} {problem}")
+        return v
 
-def _cidr(value: str) -> str:
+
+def _strings_in(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [s for item in value[:MAX_RANGES + 1] for s in _strings_in(item)]
+    return []
+
+
+def _cidr(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{bounded_repr(value)} is not an IP range; write it as CIDR, e.g. 203.0.113.0/24")
     try:
         return str(ipaddress.ip_network(value, strict=False))
     except ValueError:
-        raise ValueError(f"{value!r} is not an IP range; write it as CIDR, e.g. 203.0.113.0/24") from None
+        raise ValueError(f"{bounded_repr(value)} is not an IP range; write it as CIDR, e.g. 203.0.113.0/24") from None
+
+
+def _cidrs(value: Any) -> Any:
+    if not isinstance(value, list):
+        return value
+    if len(value) > MAX_RANGES:
+        raise ValueError(f"{len(value)} ranges; at most {MAX_RANGES} (Azure's limit): summarize them")
+    return [_cidr(x) for x in value]
 
 
 class SystemPool(_Settings):
@@ -83,22 +147,63 @@ class ClusterSettings(_Settings):
     @field_validator("name")
     @classmethod
     def _cluster_name(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,61}[A-Za-z0-9]", v):
-            raise ValueError("AKS names are 2-63 letters, digits, '-' or '_', starting and ending alphanumeric")
+        if v is not None and not is_aks_name(v):
+            raise ValueError(f"{bounded_repr(v)}: AKS names are 1-63 ASCII letters, digits, '-' or '_', starting and "
+                             "ending with a letter or digit")
+        return v
+
+    @field_validator("resource_group")
+    @classmethod
+    def _resource_group_name(cls, v: str | None) -> str | None:
+        if v is not None and not is_resource_group_name(v):
+            raise ValueError(f"{bounded_repr(v)}: resource group names are 1-90 ASCII letters, digits, '-', '_', "
+                             "'.', '(' or ')', not ending with '.'")
+        return v
+
+    @field_validator("admin_group_object_ids")
+    @classmethod
+    def _object_ids(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for item in v:
+            if not _GUID.fullmatch(item):
+                raise ValueError(f"{bounded_repr(item)} is not an Entra ID object id (a GUID)")
         return v
 
     @field_validator("api_server_authorized_ip_ranges", mode="before")
     @classmethod
     def _ranges(cls, v: Any) -> Any:
-        return [_cidr(str(x)) for x in v] if isinstance(v, list) else v
+        return _cidrs(v)
+
+    @field_validator("api_server_authorized_ip_ranges")
+    @classmethod
+    def _not_the_internet(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        problem = breadth_problem(v)
+        if problem:
+            raise ValueError(f"{problem}; list the CIDRs of your admins and CI runners")
+        return v
 
 
 class KaitoSettings(_Settings):
     mode: Literal["addon", "helm"] = "addon"
     version: str | None = Field(None, description="helm only: KAITO chart version; default 0.12.0")
-    provisioner_identity: bool = Field(
-        False, description="addon only: wire the add-on's gpu-provisioner identity (not needed: kaito-aks creates the GPU pools)"
-    )
+    provisioner_identity: bool | None = Field(None, description="removed: refused with the reason (see the validator)")
+
+    @field_validator("provisioner_identity")
+    @classmethod
+    def _identity_removed(cls, v: bool | None) -> bool | None:
+        if v is not None:
+            raise ValueError(
+                "no longer exists: since July 2025 the AKS add-on's gpu-provisioner runs in the AKS control plane "
+                "and needs no role assignment or federated credential (AKS release notes 2025-06-17), so the "
+                "Contributor grant it made was unused; delete kaito.provisionerIdentity from the stack file"
+            )
+        return v
+
+    @field_validator("version")
+    @classmethod
+    def _version_shape(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"\d{1,3}\.\d{1,3}\.\d{1,3}", v):
+            raise ValueError(f"{bounded_repr(v)} is not a KAITO release version like 0.12.0")
+        return v
 
     @model_validator(mode="after")
     def _version_fits_mode(self) -> "KaitoSettings":
@@ -124,11 +229,11 @@ class KaitoSettings(_Settings):
 class ModelFactsSettings(_Settings):
     """For a Hugging Face id that kaito-aks's catalog doesn't know: what sizing needs (from config.json)."""
 
-    weights_gib: PositiveFloat = Field(alias="weightsGiB", description="sum of the *.safetensors sizes, GiB")
-    layers: PositiveInt = Field(description="num_hidden_layers")
-    kv_heads: PositiveInt = Field(description="num_key_value_heads")
-    head_dim: PositiveInt = Field(description="head_dim, or hidden_size / num_attention_heads")
-    context_limit: PositiveInt = Field(2048, description="max_position_embeddings")
+    weights_gib: float = Field(alias="weightsGiB", gt=0, le=10_000, description="sum of the *.safetensors sizes, GiB")
+    layers: int = Field(ge=1, le=1000, description="num_hidden_layers")
+    kv_heads: int = Field(ge=1, le=1024, description="num_key_value_heads")
+    head_dim: int = Field(ge=1, le=4096, description="head_dim, or hidden_size / num_attention_heads")
+    context_limit: int = Field(2048, ge=1, le=MAX_CONTEXT, description="max_position_embeddings")
     gated: bool = Field(False, description="the repo needs an accepted licence and an HF token")
 
 
@@ -137,7 +242,7 @@ class ModelSettings(_Settings):
     model: str = Field(description="a KAITO preset name, or a Hugging Face id org/model")
     runtime: Literal["vllm", "transformers"] = "vllm"
     instance_type: str = Field("auto", description="'auto' (cheapest that KAITO accepts and that fits) or an Azure size")
-    max_model_len: PositiveInt | None = None
+    max_model_len: int | None = Field(None, ge=1, le=MAX_CONTEXT)
     dtype: Literal["auto", "float16", "bfloat16", "float32"] | None = None
     replicas: int = Field(1, ge=1, le=16)
     spot: bool = False
@@ -146,33 +251,39 @@ class ModelSettings(_Settings):
     @field_validator("name")
     @classmethod
     def _dns_label(cls, v: str) -> str:
-        if len(v) > 56 or not _DNS_LABEL.match(v):
+        # the exact limit (52 for a Workspace, '-rN' included) depends on the replicas; infra.plan checks it
+        if not is_dns_label(v):
             raise ValueError(
-                f"{v!r} must be a DNS label of at most 56 characters (lower-case letters, digits, '-'; "
-                "KAITO names the Workspace after it and kaito-aks adds '-rN' for replicas)"
+                f"{bounded_repr(v)} must be a DNS label (lower-case letters, digits, '-', starting and ending with a "
+                "letter or digit, at most 63 characters): KAITO names the Workspace after it"
             )
         return v
 
     @field_validator("model")
     @classmethod
     def _model_ref(cls, v: str) -> str:
-        v = v.strip()
-        if "/" in v and not _HF_ID.match(v):
-            raise ValueError(f"{v!r} is not a Hugging Face id; write it as org/model, e.g. microsoft/Phi-3-mini-4k-instruct")
         if not v:
             raise ValueError("empty; name a KAITO preset (e.g. phi-3-mini-4k-instruct) or a Hugging Face id")
+        if "/" in v:
+            if not is_hf_id(v):
+                raise ValueError(f"{bounded_repr(v)} is not a Hugging Face id; write it as org/model with ASCII "
+                                 "letters, digits, '-', '_' or '.', e.g. microsoft/Phi-3-mini-4k-instruct")
+        elif not _HF_PART.fullmatch(v):
+            raise ValueError(f"{bounded_repr(v)} is not a KAITO preset name (ASCII letters, digits, '-', '_', '.'); "
+                             "e.g. phi-3-mini-4k-instruct, or a Hugging Face id org/model")
         return v
 
     @field_validator("instance_type")
     @classmethod
     def _instance_type(cls, v: str) -> str:
-        if v != "auto" and not re.fullmatch(r"Standard_\w+", v, flags=re.IGNORECASE):
-            raise ValueError(f"{v!r} is neither 'auto' nor an Azure VM size name like Standard_NC24ads_A100_v4")
+        if v != "auto" and not re.fullmatch(r"[Ss][Tt][Aa][Nn][Dd][Aa][Rr][Dd]_[A-Za-z0-9_]{1,60}", v):
+            raise ValueError(f"{bounded_repr(v)} is neither 'auto' nor an Azure VM size name like "
+                             "Standard_NC24ads_A100_v4")
         return v
 
 
 class BudgetSettings(_Settings):
-    max_usd_per_hour: PositiveFloat | None = None
+    max_usd_per_hour: float | None = Field(None, gt=0, le=1_000_000)
 
 
 class AccessSettings(_Settings):
@@ -186,22 +297,21 @@ class AccessSettings(_Settings):
     @field_validator("source_ranges", mode="before")
     @classmethod
     def _ranges(cls, v: Any) -> Any:
-        return [_cidr(str(x)) for x in v] if isinstance(v, list) else v
+        return _cidrs(v)
 
     @field_validator("dns_label")
     @classmethod
     def _label(cls, v: str | None) -> str | None:
-        if v is not None and not _DNS_LABEL.match(v):
-            raise ValueError(f"{v!r} must be a DNS label (lower-case letters, digits, '-')")
+        if v is not None and not is_dns_label(v):
+            raise ValueError(f"{bounded_repr(v)} must be a DNS label (lower-case letters, digits, '-', at most 63)")
         return v
 
     @model_validator(mode="after")
     def _no_silent_world(self) -> "AccessSettings":
-        opens_world = any(r in ("0.0.0.0/0", "::/0") for r in self.source_ranges)
-        if opens_world and not self.allow_any_source:
+        problem = breadth_problem(self.source_ranges)
+        if problem and not self.allow_any_source:
             raise ValueError(
-                "sourceRanges: 0.0.0.0/0 opens the endpoints to the internet; list your client ranges, "
-                "or set access.allowAnySource: true to mean it"
+                f"sourceRanges: {problem}; list your client ranges, or set access.allowAnySource: true to mean it"
             )
         return self
 
@@ -209,23 +319,45 @@ class AccessSettings(_Settings):
 class GatewaySettings(_Settings):
     enabled: bool | None = Field(None, description="authenticated nginx gateway; default on when production")
     replicas: int = Field(2, ge=1, le=10)
-    rate_limit_per_minute: PositiveInt = Field(600, description="per API key")
-    max_body_kib: PositiveInt = Field(1024, description="largest request body")
-    read_timeout_seconds: PositiveInt = Field(600, description="longest generation the gateway waits for")
+    rate_limit_per_minute: int = Field(600, ge=1, le=1_000_000, description="per API key")
+    max_body_kib: int = Field(1024, ge=1, le=1024 * 1024, description="largest request body")
+    read_timeout_seconds: int = Field(600, ge=1, le=86_400, description="longest generation the gateway waits for")
 
 
 class EndpointCheckSettings(_Settings):
     enabled: bool = True
     url: str | None = Field(None, description="check this URL instead of the Service address (internal endpoints)")
-    timeout_seconds: PositiveInt = Field(2400, description="deadline for the endpoint to answer")
+    timeout_seconds: int = Field(2400, ge=1, le=86_400, description="deadline for the endpoint to answer")
     concurrency: int = Field(4, ge=1, le=64)
 
     @field_validator("url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^\s/]+", v):
-            raise ValueError(f"{v!r} must be an http(s) URL")
+        if v is not None:
+            problem = http_url_problem(v)
+            if problem:
+                raise ValueError(f"{bounded_repr(v)} {problem}")
         return v
+
+
+def http_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a plain http(s) base URL, or None."""
+    if len(url) > 2048 or any(ch.isspace() or not ch.isprintable() for ch in url):
+        return "must be an http(s) URL without spaces"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port                      # raises for ports that aren't 0-65535 numbers
+    except ValueError:
+        return "must be an http(s) URL with a numeric port from 1 to 65535"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http(s) URL with a host, e.g. http://10.0.0.9"
+    if port == 0:
+        return "must be an http(s) URL with a numeric port from 1 to 65535"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry credentials; the check sends the stack's API key itself"
+    if parts.query or parts.fragment:
+        return "must be a base URL without '?query' or '#fragment'"
+    return None
 
 
 class Settings(_Settings):
@@ -234,7 +366,7 @@ class Settings(_Settings):
     stack: str
     cluster: ClusterSettings = ClusterSettings()
     kaito: KaitoSettings = KaitoSettings()
-    models: tuple[ModelSettings, ...] = Field(min_length=1)
+    models: tuple[ModelSettings, ...] = Field(min_length=1, max_length=100)
     budget: BudgetSettings = BudgetSettings()
     namespace: str = "llm"
     production: bool | None = Field(None, description="prod hardening; default: stack name starts with 'prod'")
@@ -246,9 +378,25 @@ class Settings(_Settings):
     @field_validator("namespace")
     @classmethod
     def _ns(cls, v: str) -> str:
-        if len(v) > 63 or not _DNS_LABEL.match(v) or v.startswith("kube-"):
-            raise ValueError(f"{v!r} must be a DNS label not starting with 'kube-'")
+        if not is_dns_label(v) or v.startswith("kube-"):
+            raise ValueError(f"{bounded_repr(v)} must be a DNS label (lower-case letters, digits, '-', at most 63) "
+                             "not starting with 'kube-'")
         return v
+
+    @model_validator(mode="after")
+    def _derived_names(self) -> "Settings":
+        """Names derived from the stack name are checked like given ones (``--stack a.b`` makes no AKS name)."""
+        if self.cluster.name is None and not is_aks_name(self.cluster_name):
+            raise ValueError(
+                f"cluster.name: the default, {bounded_repr(self.cluster_name)} (from the stack name), is not a valid "
+                "AKS name (ASCII letters, digits, '-', '_'); set cluster.name explicitly"
+            )
+        if self.cluster.resource_group is None and not is_resource_group_name(self.resource_group):
+            raise ValueError(
+                f"cluster.resourceGroup: the default, {bounded_repr(self.resource_group)}, is not a valid resource "
+                "group name; set cluster.resourceGroup explicitly"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Settings":
@@ -353,7 +501,7 @@ def _format_validation_error(err: ValidationError, skip_missing_models: bool) ->
         if e["type"] == "missing":
             lines.append(f"{PROJECT}:{path}: required, but not set")
             continue
-        inner = re.match(r"^(models\[\d+\]\.\w+|\w+(?:\.\w+)*): (.*)$", message)
+        inner = re.fullmatch(r"(models\[\d+\]\.\w+|\w+(?:\.\w+)*): (.*)", message, flags=re.DOTALL)
         if inner and not loc:
             path, message = inner.group(1), inner.group(2)
         elif inner and e["type"] == "value_error" and inner.group(1).split(".")[0] in _fields_at(loc):
@@ -361,7 +509,7 @@ def _format_validation_error(err: ValidationError, skip_missing_models: bool) ->
         got = e.get("input")
         suffix = ""
         if e["type"] not in ("value_error", "assertion_error") and not isinstance(got, (dict, list)):
-            suffix = f" (got {got!r})"
+            suffix = f" (got {bounded_repr(got)})"
         lines.append(f"{PROJECT}:{path}: {message}{suffix}")
     return lines
 
@@ -421,22 +569,16 @@ def stack_file(stack: str, path: str | pathlib.Path | None = None) -> pathlib.Pa
 
 def load_stack_file(stack: str, path: str | pathlib.Path | None = None) -> Settings:
     """Offline: read ``Pulumi.<stack>.yaml`` (or ``path``) and validate its ``kaito-aks:`` settings."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", stack) or stack in (".", ".."):
+        raise UserError(f"--stack: {bounded_repr(stack)} is not a stack name (ASCII letters, digits, '-', '_', '.')")
     file = stack_file(stack, path)
-    if not re.fullmatch(r"[\w.-]+", stack):
-        raise UserError(f"--stack: {stack!r} is not a stack name (letters, digits, '-', '_', '.')")
     try:
-        text = file.read_text()
+        doc = load_yaml_mapping(file)
     except FileNotFoundError:
         stacks = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
         raise UserError(
             f"{file}: no such stack file; create it with `pulumi stack init {stack}`, or use one of: {', '.join(stacks) or 'none'}"
         ) from None
-    try:
-        doc = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise UserError(f"{file}:{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
     config = doc.get("config") or {}
     if not isinstance(config, dict):
         raise UserError(f"{file}: `config:` must be a mapping of settings")
@@ -495,5 +637,7 @@ def load_from_pulumi() -> Settings:
             values[key] = json.loads(raw)
         except (TypeError, ValueError):
             values[key] = raw
+        except RecursionError:
+            raise UserError(f"{full_key}: nested too deeply to read; a setting nests at most 4 levels") from None
     location = pulumi.Config("azure-native").get("location")
     return settings_from_config(pulumi.get_stack(), values, secret_keys, location_fallback=location)

@@ -43,7 +43,7 @@ CASES = {
     "bad-cidr": ("  kaito-aks:access: {sourceRanges: [10.0.0.300/8]}\n  kaito-aks:models: [{name: a, model: phi-2}]\n",
                  ["kaito-aks:access.sourceRanges: '10.0.0.300/8' is not an IP range"]),
     "world-open": ("  kaito-aks:access: {sourceRanges: [0.0.0.0/0]}\n  kaito-aks:models: [{name: a, model: phi-2}]\n",
-                   ["kaito-aks:access.sourceRanges: 0.0.0.0/0 opens the endpoints to the internet"]),
+                   ["kaito-aks:access.sourceRanges: together the ranges admit every IPv4 address (the same as 0.0.0.0/0)"]),
     "no-access": ("  kaito-aks:models: [{name: a, model: phi-2}]\n",
                   ["kaito-aks:access.sourceRanges: not set, so the endpoints would be open to the internet"]),
     "prod-needs-ranges": (OK_ACCESS + "  kaito-aks:production: true\n  kaito-aks:models: [{name: a, model: phi-2}]\n",
