@@ -4,9 +4,7 @@ from __future__ import annotations
 import base64
 
 import pulumi
-import pulumi_azure_native.authorization as authorization
 import pulumi_azure_native.containerservice as containerservice
-import pulumi_azure_native.managedidentity as managedidentity
 import pulumi_azure_native.resources as resources
 import pulumi_kubernetes as k8s
 
@@ -39,6 +37,14 @@ class KaitoCluster(pulumi.ComponentResource):
             # GPU pools are separate AgentPool resources; AKS reports them in agentPoolProfiles too
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["agentPoolProfiles"]),
         )
+        for maintenance in azure_spec.maintenance_configuration_args(plan):
+            containerservice.MaintenanceConfiguration(
+                f"{name}-{maintenance['config_name']}",
+                resource_group_name=self.resource_group.name,
+                resource_name_=self.cluster.name,
+                **maintenance,
+                opts=pulumi.ResourceOptions(parent=self),
+            )
         self.resource_group_name = self.resource_group.name
         self.cluster_name = self.cluster.name
         self.node_resource_group = self.cluster.node_resource_group
@@ -58,8 +64,6 @@ class KaitoCluster(pulumi.ComponentResource):
         self.kaito_ready: list[pulumi.Resource] = [self.cluster]
         if settings.kaito.mode == "helm":
             self.kaito_ready = [self._kaito_chart(plan)]
-        elif settings.kaito.provisioner_identity:
-            self._wire_addon_identity(settings.cluster_name)
 
         self.register_outputs({
             "resource_group_name": self.resource_group_name,
@@ -84,36 +88,6 @@ class KaitoCluster(pulumi.ComponentResource):
             atomic=True,
             timeout=900,
             opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[ns]),
-        )
-
-    def _wire_addon_identity(self, cluster_name: str) -> None:
-        """The add-on's gpu-provisioner identity: Contributor on the resource group + federated credential.
-
-        Only needed if KAITO itself provisions nodes; kaito-aks creates every GPU pool, so this is off by default.
-        """
-        identity = managedidentity.get_user_assigned_identity_output(
-            resource_group_name=self.cluster.node_resource_group,
-            resource_name=f"{azure_spec.ADDON_IDENTITY_PREFIX}{cluster_name}")
-        client = authorization.get_client_config_output()
-        authorization.RoleAssignment(
-            f"{self._name}-kaito-provisioner-contributor",
-            principal_id=identity.principal_id,
-            principal_type="ServicePrincipal",
-            role_definition_id=client.subscription_id.apply(
-                lambda sub: f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/"
-                            f"{azure_spec.CONTRIBUTOR_ROLE}"),
-            scope=self.resource_group.id,
-            opts=pulumi.ResourceOptions(parent=self),
-        )
-        managedidentity.FederatedIdentityCredential(
-            f"{self._name}-kaito-provisioner-fic",
-            resource_group_name=self.cluster.node_resource_group,
-            resource_name_=f"{azure_spec.ADDON_IDENTITY_PREFIX}{cluster_name}",
-            federated_identity_credential_resource_name="kaito-federated-identity",
-            issuer=self.oidc_issuer_url,
-            subject=azure_spec.ADDON_PROVISIONER_SUBJECT,
-            audiences=["api://AzureADTokenExchange"],
-            opts=pulumi.ResourceOptions(parent=self),
         )
 
 

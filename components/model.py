@@ -6,7 +6,8 @@ import pulumi
 
 from components import k8s
 from components.gpu_pool import GpuNodePool
-from infra import manifests
+from components.pool_readiness import PoolReadiness
+from infra import manifests, node_readiness
 from infra.plan import Plan, ReplicaPlan
 
 
@@ -14,6 +15,7 @@ from infra.plan import Plan, ReplicaPlan
 class ReplicaResources:
     plan: ReplicaPlan
     pool: GpuNodePool
+    nodes_ready: pulumi.Resource
     workspace: pulumi.CustomResource
     service: pulumi.CustomResource
     url: pulumi.Output[str] | None = None       # direct endpoint (no gateway)
@@ -41,7 +43,13 @@ class ModelDeployment(pulumi.ComponentResource):
                  gateway_pod_labels: dict[str, str] | None) -> ReplicaResources:
         pool = GpuNodePool(r.pool_name, r, cluster, opts=pulumi.ResourceOptions(parent=self))
         k8s_opts = lambda **kw: pulumi.ResourceOptions(parent=self, provider=cluster.provider, **kw)
-        before_workspace: list[pulumi.Resource] = [pool.agent_pool, *cluster.kaito_ready, *depends_on]
+        # KAITO must never see the pool half-ready (0.6 would provision a second pool; BYO nodes must carry
+        # uniform GPU Feature Discovery labels, which the chart's GFD writes once it runs on them)
+        nodes_ready = PoolReadiness(
+            f"{r.workspace}-nodes-ready", kubeconfig=cluster.kubeconfig,
+            expectation=node_readiness.expectation_for(r).to_dict(),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[pool.agent_pool, *cluster.kaito_ready]))
+        before_workspace: list[pulumi.Resource] = [nodes_ready, pool.agent_pool, *cluster.kaito_ready, *depends_on]
         config = manifests.inference_config_map(r)
         if config is not None:
             before_workspace.append(k8s.apply(f"{r.workspace}-config", config, k8s_opts(depends_on=depends_on)))
@@ -49,8 +57,10 @@ class ModelDeployment(pulumi.ComponentResource):
             f"{r.workspace}-workspace", manifests.workspace(r),
             k8s_opts(
                 depends_on=before_workspace,
-                # model, selector and instance type are immutable in KAITO: replace instead of failing the update
-                replace_on_changes=["resource", "inference.preset"],
+                # KAITO makes model, selector and instance type immutable, never rolls pods for a new inference
+                # config and fixes the node count once: replace on any of them (the identity annotation carries
+                # the node count and the config's hash; the config's name changes with its content)
+                replace_on_changes=["resource", "inference", f"metadata.annotations[\"{manifests.IDENTITY_ANNOTATION}\"]"],
                 delete_before_replace=True,
                 custom_timeouts=pulumi.CustomTimeouts(create=f"{r.wait_timeout_seconds}s",
                                                       update=f"{r.wait_timeout_seconds}s"),
@@ -66,4 +76,4 @@ class ModelDeployment(pulumi.ComponentResource):
         url = None
         if is_lb:
             url = k8s.load_balancer_address(service).apply(lambda a: f"http://{a}" if a else None)
-        return ReplicaResources(r, pool, workspace, service, url)
+        return ReplicaResources(r, pool, nodes_ready, workspace, service, url)

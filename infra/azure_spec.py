@@ -6,14 +6,11 @@ Pure functions of the Plan; ``components/`` passes them to pulumi-azure-native /
 from __future__ import annotations
 
 from infra.manifests import GPU_TAINT
-from infra.plan import Plan, ReplicaPlan
+from infra.plan import GPU_POOL_UPGRADE, Plan, ReplicaPlan
 
 KAITO_CHART = "workspace"
 KAITO_CHART_REPO = "https://kaito-project.github.io/kaito/charts/kaito"
 KAITO_HELM_NAMESPACE = "kaito-workspace"
-ADDON_IDENTITY_PREFIX = "ai-toolchain-operator-"
-ADDON_PROVISIONER_SUBJECT = "system:serviceaccount:kube-system:kaito-gpu-provisioner"
-CONTRIBUTOR_ROLE = "b24988ac-6180-42a0-ab88-20f7382dd24c"
 SYSTEM_POOL = "system"
 GPU_TOLERATIONS = [
     {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
@@ -67,6 +64,25 @@ def managed_cluster_args(plan: Plan) -> dict:
     return args
 
 
+MAINTENANCE_CONFIGS = ("aksManagedAutoUpgradeSchedule", "aksManagedNodeOSUpgradeSchedule")
+
+
+def maintenance_configuration_args(plan: Plan) -> list[dict]:
+    """AKS planned maintenance: the cluster's auto-upgrade and node-OS (NodeImage) channels both wait for the
+    stack's window, so GPU nodes are never reimaged (and their models reloaded) at a random hour. Empty without
+    a window. (Microsoft.ContainerService/managedClusters/maintenanceConfigurations, API 2023-05-01+.)"""
+    window = plan.settings.maintenance_window
+    if window is None:
+        return []
+    spec = {
+        "schedule": {"weekly": {"day_of_week": window.day_of_week, "interval_weeks": window.interval_weeks}},
+        "duration_hours": window.duration_hours,
+        "start_time": window.start_time,
+        "utc_offset": window.utc_offset,
+    }
+    return [{"config_name": name, "maintenance_window": spec} for name in MAINTENANCE_CONFIGS]
+
+
 def tags(plan: Plan) -> dict[str, str]:
     return {"managed-by": "kaito-aks", "stack": plan.stack}
 
@@ -79,6 +95,9 @@ def gpu_pool_args(r: ReplicaPlan) -> dict:
         "vm_size": r.instance_type,
         "count": r.nodes,
         "enable_auto_scaling": False,     # KAITO's node count is fixed per Workspace
+        # Node image and Kubernetes upgrades without an extra (surge) GPU node: no GPU quota beyond the plan's,
+        # one node at a time inside the cluster's maintenance window (user pools only; AKS API 2025-03-01+)
+        "upgrade_settings": dict(GPU_POOL_UPGRADE),
         "os_type": "Linux",
         "os_sku": "Ubuntu",               # the add-on does not support AzureLinux GPU nodes
         "os_disk_size_gb": r.os_disk_gib,
@@ -88,7 +107,13 @@ def gpu_pool_args(r: ReplicaPlan) -> dict:
         "tags": {"managed-by": "kaito-aks", "kaito-workspace": r.workspace},
     }
     if r.spot:
-        args.update({"scale_set_priority": "Spot", "scale_set_eviction_policy": "Delete", "spot_max_price": -1})
+        args.update({
+            "scale_set_priority": "Spot", "scale_set_eviction_policy": "Delete", "spot_max_price": -1,
+            # An evicted spot node is deleted; with the autoscaler pinned at the plan's count (min = max), AKS
+            # creates a replacement as soon as capacity returns, instead of waiting for the next `pulumi up`
+            "enable_auto_scaling": True, "min_count": r.nodes, "max_count": r.nodes,
+        })
+        del args["upgrade_settings"]      # Azure rejects maxSurge/maxUnavailable on spot pools (HTTP 400)
     return args
 
 
@@ -100,6 +125,9 @@ def kaito_chart_values(plan: Plan) -> dict:
         # `byo` sets disableNodeAutoProvisioning itself; the flag alone is reset by the controller (SIZING.md B5)
         "nodeProvisioner": "byo",
         "featureGates": {"vLLM": True, "disableNodeAutoProvisioning": True},
+        # KAITO's local NVMe CSI driver is only used for nodes KAITO provisions itself; under byo the chart would
+        # still install it and wait for it (charts/kaito/workspace/Chart.yaml, values.yaml @ v0.12.0)
+        "localCSIDriver": {"useLocalCSIDriver": False},
         "nvidiaDevicePlugin": {"enabled": True},            # nvidia.com/gpu on the tainted GPU nodes
         "spotInstance": {"enabled": any(r.spot for r in plan.replicas)},
         "gpu-feature-discovery": {

@@ -6,6 +6,7 @@ import json
 import pathlib
 import sys
 
+from infra import names
 from infra.errors import UserError
 from infra.plan import HOURS_PER_MONTH, Plan, build_plan
 from infra.settings import load_stack_file
@@ -37,6 +38,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render_table(plan))
     return 0
+
+
+def upgrade_line(plan: Plan) -> str:
+    up = plan.upgrades()
+    window = up["maintenance_window"]
+    when = (f"in the maintenance window, {window['day_of_week']}s {window['start_time']} (UTC{window['utc_offset']}) "
+            f"for {window['duration_hours']} h" + (f" every {window['interval_weeks']} weeks" if window["interval_weeks"] > 1 else "")
+            if window else "at any time (no maintenance window: set cluster.maintenanceWindow)")
+    return (f"Upgrades: GPU pools one node at a time without a surge node (maxSurge {up['gpu_pool_max_surge']}), so no "
+            f"GPU quota beyond the above; a replica is down while its node is reimaged; {when}")
 
 
 def render_table(plan: Plan) -> str:
@@ -72,6 +83,10 @@ def render_table(plan: Plan) -> str:
         out.append(f"  {name}: {first.reason}")
         if first.max_model_len:
             out.append(f"    max-model-len {first.max_model_len} ({first.max_model_len_source})")
+        if first.inference_config is not None:
+            flags = ", ".join(f"{k} {v}" for k, v in first.inference_config["vllm"].items())
+            out.append(f"    inference config {names.config_map_name(first.workspace, first.config_hash)}: vllm {flags} "
+                       "(KAITO's template for the version, with the plan's flags)")
         if first.alternatives:
             alts = ", ".join(f"{a.nodes} x {a.instance_type} ${a.usd_per_hour:.3f}" for a in first.alternatives[:3])
             out.append(f"    alternatives: {alts}")
@@ -80,6 +95,7 @@ def render_table(plan: Plan) -> str:
     out.append("")
     quota = ", ".join(f"{fam}: {n} vCPUs" for fam, n in sorted(plan.quota_vcpus().items()))
     out.append(f"GPU quota needed in {plan.settings.cluster.location}: {quota}")
+    out.append(upgrade_line(plan))
     out.append(f"Prices: East US list prices, {plan.price_source}")
     if plan.settings.cluster.location != "eastus":
         out.append(f"  (the cluster is in {plan.settings.cluster.location}; prices there may differ)")

@@ -11,7 +11,8 @@ from typing import Any
 
 import yaml
 
-from infra.plan import Plan, ReplicaPlan
+from infra import names
+from infra.plan import Plan, ReplicaPlan, load_balancer_dns_label
 
 KAITO_API_VERSION = "kaito.sh/v1beta1"
 INFERENCE_PORT = 5000               # KAITO's inference server (PortInferenceServer)
@@ -21,17 +22,17 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "kaito-aks"}
 GPU_TAINT = "sku=gpu:NoSchedule"    # the taint KAITO's inference pods tolerate (and KAITO puts on its own nodes)
 AZURE_INTERNAL_LB = "service.beta.kubernetes.io/azure-load-balancer-internal"
 AZURE_DNS_LABEL = "service.beta.kubernetes.io/azure-dns-label-name"
+IDENTITY_ANNOTATION = "kaito-aks/identity"
 PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
 
 
 def config_map_name(r: ReplicaPlan) -> str:
-    return f"{r.workspace}-inference"
+    assert r.config_hash is not None, "only replicas with an inference config have a ConfigMap"
+    return names.config_map_name(r.workspace, r.config_hash)
 
 
 def endpoint_service_name(r: ReplicaPlan) -> str:
-    # KAITO creates its own Service named after the Workspace (ClusterIP, publishNotReadyAddresses);
-    # ours is separate so it only routes to ready pods and carries our exposure settings.
-    return f"{r.workspace}-endpoint"
+    return names.endpoint_service_name(r.workspace)
 
 
 def model_labels(r: ReplicaPlan) -> dict[str, str]:
@@ -42,7 +43,7 @@ def inference_pod_selector(r: ReplicaPlan) -> dict[str, str]:
     """The KAITO inference pod a client should reach: the leader (pod 0) of a multi-node group."""
     selector = {"kaito.sh/workspace": r.workspace}
     if r.multi_node:
-        selector["statefulset.kubernetes.io/pod-name"] = f"{r.workspace}-0"
+        selector["statefulset.kubernetes.io/pod-name"] = names.leader_pod_name(r.workspace)
     return selector
 
 
@@ -72,19 +73,18 @@ def needs_hf_token(plan: Plan) -> bool:
 
 
 def inference_config_map(r: ReplicaPlan) -> dict | None:
-    """KAITO's `inference.config`: a ConfigMap whose inference_config.yaml has a `vllm:` map of vLLM flags."""
-    if not r.needs_config_map:
+    """KAITO's `inference.config`: KAITO's own template for the version with the plan's vLLM flags merged in.
+
+    Named after its content (``<workspace>-inference-<hash>``): KAITO neither watches ConfigMaps nor rolls pods
+    when one changes, so a new config must be a new name, which replaces the Workspace.
+    """
+    if r.inference_config is None:
         return None
-    vllm: dict[str, Any] = {}
-    if r.max_model_len is not None:
-        vllm["max-model-len"] = r.max_model_len
-    if r.dtype is not None:
-        vllm["dtype"] = r.dtype
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": config_map_name(r), "namespace": r.namespace, "labels": model_labels(r)},
-        "data": {"inference_config.yaml": yaml.safe_dump({"vllm": vllm}, sort_keys=False)},
+        "data": {"inference_config.yaml": yaml.safe_dump(r.inference_config, sort_keys=False)},
     }
 
 
@@ -110,6 +110,8 @@ def workspace(r: ReplicaPlan) -> dict:
             "labels": model_labels(r),
             "annotations": {
                 "kaito.sh/runtime": r.runtime,
+                # what KAITO can't change in place (model, size, nodes, config): a change replaces the Workspace
+                IDENTITY_ANNOTATION: r.identity,
                 # Pulumi waits for KAITO's summary condition, as long as the model's startup can take
                 "pulumi.com/waitFor": "condition=WorkspaceSucceeded",
                 "pulumi.com/timeoutSeconds": str(r.wait_timeout_seconds),
@@ -157,8 +159,8 @@ def load_balancer_annotations(plan: Plan, suffix: str) -> dict[str, str]:
     if access.internal:
         annotations[AZURE_INTERNAL_LB] = "true"
     if access.dns_label:
-        label = access.dns_label if suffix == "" else f"{access.dns_label}-{suffix}"
-        annotations[AZURE_DNS_LABEL] = label[:63].rstrip("-")
+        # the plan has checked that every label fits (no truncation here: two replicas must never share one)
+        annotations[AZURE_DNS_LABEL] = load_balancer_dns_label(access.dns_label, suffix or None)
     return annotations
 
 
@@ -195,7 +197,8 @@ def inference_network_policy(r: ReplicaPlan, plan: Plan, gateway_pod_labels: dic
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": {"name": f"{r.workspace}-inference", "namespace": r.namespace, "labels": model_labels(r)},
+        "metadata": {"name": names.network_policy_name(r.workspace), "namespace": r.namespace,
+                     "labels": model_labels(r)},
         "spec": {"podSelector": {"matchLabels": {"kaito.sh/workspace": r.workspace}},
                  "policyTypes": ["Ingress"], "ingress": rules},
     }

@@ -7,11 +7,14 @@ KAITO version's rules runs here, and every problem becomes one line naming the s
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from infra.catalog import Catalog, KaitoRelease, ModelFacts, load_catalog
+from infra import names
 from infra.errors import UserError
 from infra.models import ResolveError, ResolvedModel, resolve
 from infra.settings import PROJECT, ModelSettings, Settings
@@ -22,6 +25,10 @@ WORKSPACE_LABEL = "kaito-aks/workspace"  # our node/selector label: unique per W
 MIN_OS_DISK_GIB = 128
 MAX_OS_DISK_GIB = 2048
 IMAGE_SPACE_GIB = 64                      # room for the KAITO/vLLM images next to the weights
+# GPU pools upgrade (Kubernetes version, node image) one node at a time without a surge node: no GPU quota beyond
+# the plan's. A replica's endpoint is down while its node is reimaged, inside the maintenance window. Spot pools
+# take no upgrade settings (Azure refuses maxSurge/maxUnavailable on them).
+GPU_POOL_UPGRADE = {"max_surge": "0", "max_unavailable": "1"}
 
 
 @dataclass(frozen=True)
@@ -72,7 +79,11 @@ class ReplicaPlan:
     vcpus: int
     gpu_model: str
     gpu_memory_mib: int | None   # per GPU, as GPU Feature Discovery reports it (what KAITO 0.12 byo sizes from)
+    gfd_product: str | None      # GFD's nvidia.com/gpu.product for this size; None: not sourced, not pre-set
     weights_gib: float | None
+    inference_config: dict[str, Any] | None = None   # the inference ConfigMap's inference_config.yaml; None: none
+    config_hash: str | None = None                   # of inference_config: part of the ConfigMap's name
+    identity: str = ""           # hash of what KAITO can't change in place (model, runtime, size, nodes, config)
     notes: tuple[str, ...] = ()
 
     @property
@@ -85,19 +96,29 @@ class ReplicaPlan:
         """Labels the GPU pool's nodes carry so that KAITO counts them as this Workspace's own."""
         labels = {**self.match_labels, "accelerator": "nvidia"}
         if self.kaito_version.startswith("0.12"):
-            # azure-gpu-provisioner/byo selectors (SIZING.md B5): harmless under byo, required otherwise
             labels["kaito.sh/workspace"] = self.workspace
             labels["kaito.sh/workspacenamespace"] = self.namespace
-            # The GPU Feature Discovery labels KAITO's byo webhook and estimator read, set at pool creation so
-            # the Workspace is admitted as soon as the pool exists (GFD, which KAITO's chart runs, keeps them).
-            labels["nvidia.com/gpu.count"] = str(self.gpus_per_node)
+            labels.update(self.gfd_labels)
+        return labels
+
+    @property
+    def gfd_labels(self) -> dict[str, str]:
+        """The GPU Feature Discovery labels KAITO's BYO mode reads, with exactly the values GFD will write.
+
+        GFD (through NFD) overwrites these on every node, so a value that differed would flip under a running
+        Workspace; a value that isn't sourced (docs/gpu-feature-discovery.md) is left to GFD, and the pool's
+        readiness gate waits for it before the Workspace is created.
+        """
+        labels = {"nvidia.com/gpu.count": str(self.gpus_per_node)}
+        if self.gpu_memory_mib is not None:
             labels["nvidia.com/gpu.memory"] = str(self.gpu_memory_mib)
-            labels["nvidia.com/gpu.product"] = gfd_product(self.gpu_model)
+        if self.gfd_product is not None:
+            labels["nvidia.com/gpu.product"] = self.gfd_product
         return labels
 
     @property
     def needs_config_map(self) -> bool:
-        return self.runtime == "vllm" and (self.max_model_len is not None or self.dtype is not None)
+        return self.inference_config is not None
 
     @property
     def wait_timeout_seconds(self) -> int:
@@ -142,6 +163,18 @@ class Plan:
             need[key] = need.get(key, 0) + r.vcpus * r.nodes
         return need
 
+    def upgrades(self) -> dict[str, Any]:
+        """How AKS upgrades the GPU pools, the extra GPU quota that needs, and when it may happen."""
+        window = self.settings.maintenance_window
+        return {
+            "gpu_pool_max_surge": GPU_POOL_UPGRADE["max_surge"],
+            "gpu_pool_max_unavailable": GPU_POOL_UPGRADE["max_unavailable"],
+            "extra_quota_vcpus": {},          # maxSurge 0: no node beyond the plan's
+            "maintenance_window": None if window is None else {
+                "day_of_week": window.day_of_week, "start_time": window.start_time, "utc_offset": window.utc_offset,
+                "duration_hours": window.duration_hours, "interval_weeks": window.interval_weeks},
+        }
+
     def to_json(self) -> dict:
         """The documented, stable JSON shape (README "Plan JSON")."""
         return {
@@ -166,6 +199,11 @@ class Plan:
                     "gpu_memory_available_gib": r.gpu_memory_available_gib,
                     "usd_per_hour": r.usd_per_hour,
                     "spot": r.spot,
+                    "node_labels": r.node_labels,
+                    "inference_config_map": (names.config_map_name(r.workspace, r.config_hash)
+                                             if r.config_hash else None),
+                    "inference_config": r.inference_config,
+                    "identity": r.identity,
                     "reason": r.reason,
                     "alternatives": [
                         {"instance_type": a.instance_type, "nodes": a.nodes, "usd_per_hour": a.usd_per_hour}
@@ -177,6 +215,7 @@ class Plan:
             "usd_per_hour": self.usd_per_hour,
             "usd_per_month": self.usd_per_month,
             "quota_vcpus": self.quota_vcpus(),
+            "upgrades": self.upgrades(),
             "price_source": self.price_source,
         }
 
@@ -218,7 +257,7 @@ def _plan_model(settings: Settings, index: int, model: ModelSettings, release: K
         resolved = resolve(model.model, release, catalog, user_facts)
     except ResolveError as err:
         raise _ModelProblems([f"{key}.model: {err}"]) from None
-    problems = _model_problems(settings, key, model, resolved, release)
+    problems = _model_problems(settings, key, model, resolved, release) + _name_problems(settings, key, model)
     if problems:
         raise _ModelProblems(problems)
     request = SizingRequest(
@@ -238,7 +277,45 @@ def _plan_model(settings: Settings, index: int, model: ModelSettings, release: K
     except SizingError as err:
         field_name = "instanceType" if model.instance_type != "auto" else "model"
         raise _ModelProblems([f"{key}.{field_name}: {err}"]) from None
-    return [_replica(settings, index, model, resolved, decision, i, catalog) for i in range(model.replicas)]
+    return [_replica(settings, index, model, resolved, decision, i, catalog, release) for i in range(model.replicas)]
+
+
+def _name_problems(settings: Settings, key: str, model: ModelSettings) -> list[str]:
+    """Every name KAITO or kaito-aks derives from the model's name must fit its Kubernetes limit."""
+    problems = []
+    limit = names.max_model_name_length(model.replicas)
+    if len(model.name) > limit:
+        longest = names.workspace_name(model.name, model.replicas - 1)
+        with_replicas = f" with replicas: {model.replicas}" if model.replicas > 1 else ""
+        problems.append(
+            f"{key}.name: '{model.name}' is {len(model.name)} characters; at most {limit}{with_replicas}: the "
+            f"Workspace '{longest}' must be at most {names.WORKSPACE_MAX} characters (KAITO runs it as a StatefulSet "
+            "whose pods are labelled controller-revision-hash=<name>-<10 characters>, a label value of at most 63, "
+            "kubernetes/kubernetes#64023); use a shorter name"
+        )
+    else:
+        for replica in range(model.replicas):
+            over = names.too_long(names.workspace_name(model.name, replica))
+            if over:
+                what, name, max_len = over
+                problems.append(f"{key}.name: {what} would be '{name}', over {max_len} characters; use a shorter name")
+                break
+    dns_label = settings.access.dns_label
+    if dns_label and not settings.gateway_enabled:
+        for replica in range(model.replicas):
+            label = load_balancer_dns_label(dns_label, names.workspace_name(model.name, replica))
+            if len(label) > names.DNS_LABEL_MAX:
+                problems.append(
+                    f"{PROJECT}:access.dnsLabel: the DNS label of {key}'s endpoint would be '{label}', over "
+                    f"{names.DNS_LABEL_MAX} characters; use a shorter access.dnsLabel or model name"
+                )
+                break
+    return problems
+
+
+def load_balancer_dns_label(dns_label: str, workspace: str | None) -> str:
+    """The Azure DNS label of an endpoint: the stack's label for the gateway, '<label>-<workspace>' per replica."""
+    return dns_label if workspace is None else f"{dns_label}-{workspace}"
 
 
 def _facts_from_settings(model: ModelSettings) -> ModelFacts | None:
@@ -284,12 +361,24 @@ def _model_problems(settings: Settings, key: str, model: ModelSettings, resolved
 
 
 def _replica(settings: Settings, index: int, model: ModelSettings, resolved: ResolvedModel,
-             decision: Decision, replica: int, catalog: Catalog) -> ReplicaPlan:
+             decision: Decision, replica: int, catalog: Catalog, release: KaitoRelease) -> ReplicaPlan:
     chosen: Option = decision.chosen
     size = catalog.sizes[chosen.instance_type]
-    workspace = model.name if replica == 0 else f"{model.name}-r{replica}"
+    workspace = names.workspace_name(model.name, replica)
     disk = resolved.disk_gib + IMAGE_SPACE_GIB
     os_disk = min(MAX_OS_DISK_GIB, max(MIN_OS_DISK_GIB, math.ceil(disk / 64) * 64))
+    vllm_values: dict[str, Any] = {}
+    if decision.max_model_len is not None:
+        vllm_values["max-model-len"] = decision.max_model_len
+    if model.dtype is not None:
+        vllm_values["dtype"] = model.dtype
+    if chosen.gpu_memory_utilization is not None:
+        vllm_values["gpu-memory-utilization"] = chosen.gpu_memory_utilization
+    config = inference_config(release, model.runtime, vllm_values)
+    config_hash = short_hash(config) if config is not None else None
+    # Everything KAITO fixes when it first reconciles a Workspace: a change to any of it needs a new Workspace
+    identity = short_hash({"preset": resolved.preset, "runtime": model.runtime, "instance_type": chosen.instance_type,
+                           "nodes": chosen.nodes, "count": chosen.kaito_count, "config": config_hash}, length=10)
     return ReplicaPlan(
         model_name=model.name,
         model_index=index,
@@ -328,14 +417,32 @@ def _replica(settings: Settings, index: int, model: ModelSettings, resolved: Res
         vcpus=size.vcpus,
         gpu_model=size.gpu_model,
         gpu_memory_mib=size.nvml_memory_mib,
+        gfd_product=size.gfd_product,
         weights_gib=resolved.facts.weights_gib if resolved.facts else None,
+        inference_config=config,
+        config_hash=config_hash,
+        identity=identity,
         notes=resolved.notes,
     )
 
 
-def gfd_product(gpu_model: str) -> str:
-    """GFD writes the product name with spaces as '-' (label values allow [A-Za-z0-9_.-])."""
-    return "".join(ch if ch.isalnum() or ch in "_.-" else "-" for ch in gpu_model)[:63].strip("-")
+def inference_config(release: KaitoRelease, runtime: str, vllm_values: dict[str, Any]) -> dict[str, Any] | None:
+    """KAITO's own default inference_config.yaml for the release, with the plan's vLLM flags merged in.
+
+    A Workspace's ConfigMap replaces KAITO's template whole, so its other keys are written too. vLLM reads the
+    ConfigMap's `vllm:` flags after KAITO's own command-line flags, so they win (presets/workspace/inference/vllm/
+    inference_api.py). None when the plan sets nothing (KAITO then uses its defaults).
+    """
+    if runtime != "vllm" or not vllm_values:
+        return None
+    config = json.loads(json.dumps(release.inference_config_template))   # deep copy of plain data
+    config["vllm"] = {**(config.get("vllm") or {}), **vllm_values}
+    return config
+
+
+def short_hash(value: Any, length: int = 8) -> str:
+    """A stable short hash of plain data (canonical JSON)."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:length]
 
 
 def pool_name(workspace: str) -> str:
@@ -380,8 +487,6 @@ def _stack_problems(settings: Settings) -> list[str]:
             "them to check them; set endpointCheck.url to an address reachable from where Pulumi runs, or "
             "endpointCheck.enabled: false"
         )
-    if settings.kaito.provisioner_identity and settings.kaito.mode != "addon":
-        problems.append(f"{PROJECT}:kaito.provisionerIdentity: only applies to kaito.mode=addon; remove it")
     if settings.cluster.azure_rbac and not settings.cluster.admin_group_object_ids:
         problems.append(
             f"{PROJECT}:cluster.adminGroupObjectIds: required with azureRbac (local accounts are disabled, so "

@@ -133,6 +133,31 @@ class SystemPool(_Settings):
     count: int = Field(2, ge=1, le=20)
 
 
+class MaintenanceWindow(_Settings):
+    """When AKS may upgrade Kubernetes and reimage nodes (GPU nodes reload their model afterwards)."""
+
+    enabled: bool | None = Field(None, description="default: on in production (weekly), off elsewhere (any time)")
+    day_of_week: Literal["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"] = "Sunday"
+    start_time: str = Field("00:00", description="HH:MM in utcOffset's time zone")
+    duration_hours: int = Field(4, ge=4, le=24, description="AKS needs at least 4 hours for auto-upgrade")
+    utc_offset: str = Field("+00:00", description="e.g. +01:00")
+    interval_weeks: int = Field(1, ge=1, le=4)
+
+    @field_validator("start_time")
+    @classmethod
+    def _hh_mm(cls, v: str) -> str:
+        if not re.fullmatch(r"([01][0-9]|2[0-3]):[0-5][0-9]", v):
+            raise ValueError(f"{bounded_repr(v)} is not a time of day as HH:MM, e.g. 02:00")
+        return v
+
+    @field_validator("utc_offset")
+    @classmethod
+    def _offset(cls, v: str) -> str:
+        if not re.fullmatch(r"[+-](0[0-9]|1[0-4]):[0-5][0-9]", v):
+            raise ValueError(f"{bounded_repr(v)} is not a UTC offset as +HH:MM or -HH:MM, e.g. +01:00")
+        return v
+
+
 class ClusterSettings(_Settings):
     name: str | None = Field(None, description="AKS cluster name; default kaito-<stack>")
     resource_group: str | None = Field(None, description="resource group; default rg-<cluster name>")
@@ -143,6 +168,7 @@ class ClusterSettings(_Settings):
     network_policy: Literal["cilium", "azure", "calico"] = "cilium"
     azure_rbac: bool = Field(False, description="Entra ID + Azure RBAC for Kubernetes, local accounts off")
     admin_group_object_ids: tuple[str, ...] = ()
+    maintenance_window: MaintenanceWindow = MaintenanceWindow()
 
     @field_validator("name")
     @classmethod
@@ -420,6 +446,13 @@ class Settings(_Settings):
     @property
     def resource_group(self) -> str:
         return self.cluster.resource_group or f"rg-{self.cluster_name}"
+
+    @property
+    def maintenance_window(self) -> MaintenanceWindow | None:
+        """The window AKS upgrades and reimages in, or None: AKS may do it at any time."""
+        window = self.cluster.maintenance_window
+        enabled = window.enabled if window.enabled is not None else self.is_production
+        return window if enabled else None
 
     @property
     def gateway_enabled(self) -> bool:

@@ -70,6 +70,7 @@ class Option:
     max_model_len_required: bool = False    # the version's webhook demands an explicit max-model-len
     multi_node: bool = False
     parallelism: str = ""
+    gpu_memory_utilization: float | None = None   # to write into the inference config; None: KAITO's own value
 
     @property
     def sort_key(self) -> tuple:
@@ -229,9 +230,12 @@ def _evaluate_v06(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Opti
         parallelism=f"TP={tp} x PP={pods} (Ray)" if multi else f"TP={tp}",
     )
     facts = req.model.facts
+    override = _headroom(size, req)
+    if override is not None:
+        base = replace(base, gpu_memory_utilization=override)
     if facts is not None:
         gpus_used = tp if not multi else g
-        util = v06_gpu_memory_utilization(m // g)
+        util = override if override is not None else v06_gpu_memory_utilization(m // g)
         try:
             need = estimator_nodes(facts, m / g, gpus_used, req.sizing_context, gpu_memory_utilization=util)
         except TooSmall as err:
@@ -269,6 +273,23 @@ def _evaluate_v012(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Opt
         return Option(name, False, f"KAITO's estimator rejects it: {err}")
     if nodes > MAX_NODES:
         return Option(name, False, f"KAITO's estimator targets {nodes} nodes (more than {MAX_NODES})")
+    override = _headroom(size, req)
+    if override is not None and req.runtime == "vllm":
+        # KAITO places the model by its own 0.84; vLLM must then also fit at the GPU's lower utilization
+        try:
+            need = estimator_nodes(
+                facts, per_gpu, g, req.sizing_context,
+                gpu_memory_utilization=override, weight_expansion=est.weight_expansion_factor,
+                base_overhead_gib=est.base_overhead_gib, overhead_weight_factor=est.overhead_weight_factor,
+            )
+        except TooSmall as err:
+            return Option(name, False, f"KAITO's estimator accepts it at {est.gpu_memory_utilization}, but "
+                                       f"{size.gpu_model} needs --gpu-memory-utilization {override}, where {err}")
+        if need > nodes:
+            return Option(name, False, (
+                f"KAITO's estimator places it on {nodes} node(s) at --gpu-memory-utilization "
+                f"{est.gpu_memory_utilization}, but {size.gpu_model} needs {override} (KAITO's own A10 rule), "
+                f"where it needs {need}"))
     node_gib = per_gpu * g
     if req.runtime == "transformers":
         if nodes > 1 or node_gib < facts.weights_gib:
@@ -286,7 +307,15 @@ def _evaluate_v012(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Opt
         gpus_per_node=g, usd_per_hour=round(price, 4),
         gpu_memory_required_gib=round(memory_need_gib(facts, nodes * g, g, req.sizing_context), 2),
         gpu_memory_available_gib=round(nodes * node_gib, 2), multi_node=multi, parallelism=parallelism,
+        gpu_memory_utilization=override if req.runtime == "vllm" else None,
     )
+
+
+def _headroom(size: AzureGpuSize, req: SizingRequest) -> float | None:
+    """The --gpu-memory-utilization a GPU needs below KAITO's value (A10: 0.82), for vLLM only; else None."""
+    if req.runtime != "vllm":
+        return None
+    return size.vllm_gpu_memory_utilization
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -56,11 +56,13 @@ class AzureGpuSize:
     gpus: int
     gpu_memory_gib: float
     vcpus: int
-    nvml_memory_mib: int | None
     compute_capability: float | None
     usd_per_hour: float | None
     retired: _dt.date | None
     kaito_name: str | None = None
+    nvml_memory_mib: int | None = None        # GFD's nvidia.com/gpu.memory per GPU (None: not sourced)
+    gfd_product: str | None = None            # GFD's nvidia.com/gpu.product (None: not sourced)
+    vllm_gpu_memory_utilization: float | None = None   # the GPU needs less than KAITO's default (A10: 0.82)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -128,6 +130,7 @@ class KaitoRelease:
     catalog: tuple[str, ...] = ()
     estimator: EstimatorConstants | None = None
     disk_base_gib: int = 80
+    inference_config_template: dict = field(default_factory=dict)   # KAITO's default inference_config.yaml
 
     def kaito_sku(self, name: str) -> KaitoSku | None:
         """KAITO's lookup of an instance type: exact in 0.6, case-insensitive in 0.12."""
@@ -208,6 +211,7 @@ def _release(raw: dict) -> KaitoRelease:
         catalog=tuple(raw.get("catalog", ())),
         estimator=estimator,
         disk_base_gib=raw.get("disk_base_gib", 80),
+        inference_config_template=dict(raw.get("inference_config_template") or {}),
     )
 
 
@@ -217,13 +221,18 @@ def load_catalog() -> Catalog:
     models_raw = _load_yaml("models.yaml")["models"]
     models = {hf_id: _model_facts(hf_id, raw) for hf_id, raw in models_raw.items()}
     skus_raw = _load_yaml("azure_gpu_skus.yaml")
+    gpu_models = skus_raw.get("gpu_models") or {}
     sizes = {}
     for name, row in skus_raw["sizes"].items():
         row = dict(row)
         retired = row.pop("retired")
+        gpu = gpu_models.get(row["gpu_model"], {})
         sizes[name] = AzureGpuSize(
             name=name,
             retired=_dt.date.fromisoformat(str(retired)) if retired else None,
+            nvml_memory_mib=gpu.get("gfd_memory_mib"),
+            gfd_product=gpu.get("gfd_product"),
+            vllm_gpu_memory_utilization=gpu.get("vllm_gpu_memory_utilization"),
             **row,
         )
     releases = {}

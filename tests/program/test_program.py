@@ -102,7 +102,19 @@ def test_workspaces_shape_annotations_and_dependencies(variant):
         kaito = "kaito-workspace" if plan.kaito_mode == "helm" else "-aks"
         assert any(d._name.endswith(kaito) for d in deps)
         assert opts.delete_before_replace is True
-        assert set(opts.replace_on_changes) == {"resource", "inference.preset"}
+        # replaced (not updated) when the model, size, node count or inference config changes: KAITO fixes them
+        assert set(opts.replace_on_changes) == {"resource", "inference", 'metadata.annotations["kaito-aks/identity"]'}
+        assert annotations["kaito-aks/identity"] == r.identity
+        # the node-readiness gate sits between the pool and the Workspace, and itself waits for pool and KAITO
+        gates = [d for d in deps if d._name == f"{r.workspace}-nodes-ready"]
+        assert len(gates) == 1
+        gate_opts = run.opts("pulumi-python:dynamic:Resource", f"{r.workspace}-nodes-ready")
+        gate_deps = {d._name for d in gate_opts.depends_on}
+        assert f"{r.pool_name}-pool" in gate_deps and any(n.endswith(kaito) for n in gate_deps)
+        gate = run.named("pulumi-python:dynamic:Resource", f"{r.workspace}-nodes-ready")
+        assert gate.inputs["expectation"]["count"] == r.nodes
+        assert gate.inputs["expectation"]["selector"] == {"kaito-aks/workspace": r.workspace}
+        assert gate.inputs["expectation"]["gfd"] is (plan.kaito_mode == "helm")
 
 
 def test_services_select_the_inference_pod_on_port_5000(variant):
@@ -252,3 +264,36 @@ def test_entra_kubeconfig_uses_the_azure_cli_login():
     encoded = base64.b64encode(exec_config.encode()).decode()
     assert "- azurecli" in _kubeconfig(encoded, azure_rbac=True) and "devicecode" not in _kubeconfig(encoded, True)
     assert _kubeconfig(encoded, azure_rbac=False) == exec_config
+
+
+@pytest.mark.parametrize("change", [
+    {"maxModelLen": 4096},                                            # a new context
+    {"instanceType": "Standard_NC24ads_A100_v4", "maxModelLen": 8192},  # a new size (and no A10 headroom)
+])
+def test_a_changed_inference_config_or_size_replaces_the_workspace(run_program, change):
+    """Two stack variants under mocks: the Workspace's replace-on-change paths differ, so Pulumi replaces it."""
+    base = {"models": [{"name": "llama-8b", "model": "llama-3.1-8b-instruct", "maxModelLen": 8192}]}
+    changed = {"models": [{"name": "llama-8b", "model": "llama-3.1-8b-instruct", **change}]}
+    before, after = run_program("prod", base), run_program("prod", changed)
+    ws_before = before.named(WS, "llama-8b-workspace").inputs
+    ws_after = after.named(WS, "llama-8b-workspace").inputs
+    replace_paths = set(after.opts(WS, "llama-8b-workspace").replace_on_changes)
+    differs = {"inference": ws_before["inference"] != ws_after["inference"],
+               'metadata.annotations["kaito-aks/identity"]':
+                   ws_before["metadata"]["annotations"]["kaito-aks/identity"]
+                   != ws_after["metadata"]["annotations"]["kaito-aks/identity"]}
+    assert differs['metadata.annotations["kaito-aks/identity"]']
+    assert any(changed_ for path, changed_ in differs.items() if path in replace_paths)
+    # the ConfigMap (if any) carries its content hash in its name, so old and new configs never collide
+    names_before = {c.inputs["metadata"]["name"] for c in before.of_type("kubernetes:core/v1:ConfigMap")}
+    names_after = {c.inputs["metadata"]["name"] for c in after.of_type("kubernetes:core/v1:ConfigMap")}
+    assert names_before != names_after
+
+
+def test_maintenance_windows_exist_in_production_only(run_program):
+    prod, dev = run_program("prod"), run_program("dev")
+    configs = prod.of_type("azure-native:containerservice:MaintenanceConfiguration")
+    assert sorted(c.inputs["configName"] for c in configs) == ["aksManagedAutoUpgradeSchedule",
+                                                               "aksManagedNodeOSUpgradeSchedule"]
+    assert all(c.inputs["maintenanceWindow"]["durationHours"] == 4 for c in configs)
+    assert not dev.of_type("azure-native:containerservice:MaintenanceConfiguration")

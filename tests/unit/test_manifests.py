@@ -118,9 +118,67 @@ def test_v0_6_multi_node_workspace_needs_and_gets_its_config_map():
     plan = build_plan(settings_from_config("dev", values, {"hfToken"}))
     (r,) = plan.replicas
     ws = manifests.workspace(r)
-    assert ws["resource"]["count"] == 2 and ws["inference"]["config"] == "big-inference"
+    assert ws["resource"]["count"] == 2 and ws["inference"]["config"] == f"big-inference-{r.config_hash}"
     cm = manifests.inference_config_map(r)
-    vllm = yaml.safe_load(cm["data"]["inference_config.yaml"])["vllm"]
+    assert cm["metadata"]["name"] == ws["inference"]["config"]
+    config = yaml.safe_load(cm["data"]["inference_config.yaml"])
+    vllm = config["vllm"]
     assert vllm["max-model-len"] == r.max_model_len > 2048
+    # KAITO 0.6's own template keys survive (a Workspace's ConfigMap replaces the template whole)
+    assert config["max_probe_steps"] == 6 and vllm["swap-space"] == 4 and vllm["cpu-offload-gb"] == 0
     svc = manifests.endpoint_service(r, plan)
     assert svc["spec"]["selector"] == {"kaito.sh/workspace": "big", "statefulset.kubernetes.io/pod-name": "big-0"}
+
+
+# --- the inference config and the Workspace's identity (what KAITO can't change in place) ---------------------
+
+def prod_plan(**model_overrides):
+    model = {"name": "llama-8b", "model": "llama-3.1-8b-instruct", "maxModelLen": 8192, **model_overrides}
+    values = {"models": [model], "kaito": {"mode": "helm"}, "access": {"sourceRanges": ["203.0.113.0/24"]},
+              "cluster": {"apiServerAuthorizedIpRanges": ["203.0.113.0/24"]}}
+    return build_plan(settings_from_config("prod", values, {"hfToken", "apiKeys"}))
+
+
+def test_the_inference_config_is_kaitos_template_for_the_version_with_the_plans_flags():
+    (r,) = prod_plan().replicas
+    config = yaml.safe_load(manifests.inference_config_map(r)["data"]["inference_config.yaml"])
+    # KAITO v0.12.0's template keys, plus max-model-len and A10's gpu-memory-utilization (KAITO's own A10 value)
+    assert config == {"kv_cache_cpu_memory_utilization": 0.5,
+                      "vllm": {"cpu-offload-gb": 0, "max-model-len": 8192, "gpu-memory-utilization": 0.82}}
+
+
+def test_plan_json_shows_the_gfd_labels_the_config_map_and_its_keys():
+    plan = prod_plan()
+    (entry,) = plan.to_json()["models"]
+    (r,) = plan.replicas
+    assert entry["node_labels"]["nvidia.com/gpu.product"] == "NVIDIA-A10-24Q"
+    assert entry["node_labels"]["nvidia.com/gpu.memory"] == "24512"
+    assert entry["node_labels"]["nvidia.com/gpu.count"] == "1"
+    assert entry["inference_config_map"] == f"llama-8b-inference-{r.config_hash}" and len(r.config_hash) == 8
+    assert entry["inference_config"]["kv_cache_cpu_memory_utilization"] == 0.5
+    assert entry["identity"] == r.identity
+
+
+def test_a_gpu_without_headroom_and_no_flags_gets_no_config_map():
+    (r,) = prod_plan(maxModelLen=None, instanceType="Standard_NC24ads_A100_v4").replicas
+    assert r.inference_config is None and manifests.inference_config_map(r) is None
+    assert "config" not in manifests.workspace(r)["inference"]
+
+
+def test_a_changed_context_renames_the_config_map_and_changes_the_workspace():
+    (a,), (b,) = prod_plan().replicas, prod_plan(maxModelLen=4096).replicas
+    assert a.config_hash != b.config_hash and a.identity != b.identity
+    wa, wb = manifests.workspace(a), manifests.workspace(b)
+    assert wa["inference"]["config"] != wb["inference"]["config"]          # `inference` changes: replaced
+    assert wa["metadata"]["annotations"]["kaito-aks/identity"] != wb["metadata"]["annotations"]["kaito-aks/identity"]
+
+
+def test_a_changed_size_and_node_count_change_the_identity_though_the_workspace_names_neither():
+    # KAITO 0.12 under byo: no count, no instanceType in the Workspace; the pool goes from 1 to 2 nodes
+    (one,) = prod_plan(model="llama-3.3-70b-instruct", name="big", maxModelLen=4096,
+                       instanceType="Standard_NC80adis_H100_v5").replicas
+    (two,) = prod_plan(model="llama-3.3-70b-instruct", name="big", maxModelLen=4096,
+                       instanceType="Standard_NC40ads_H100_v5").replicas
+    assert (one.nodes, two.nodes) == (1, 2)
+    assert manifests.workspace(one)["resource"] == manifests.workspace(two)["resource"]
+    assert one.identity != two.identity

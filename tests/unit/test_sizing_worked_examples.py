@@ -109,11 +109,31 @@ CUTOVERS = [
 
 
 @pytest.mark.parametrize("preset,sku,last_fit,nodes", CUTOVERS)
-def test_part_e_max_model_len_cutovers(preset, sku, last_fit, nodes):
+def test_kaito_estimator_max_model_len_cutovers(preset, sku, last_fit, nodes):
+    """KAITO's own node estimator (its 0.84 and constants), from the GPU memory BYO nodes report."""
     model = resolve(preset, V012, CAT)
-    at = lambda tokens: evaluate(SizingRequest(model, "vllm", V012, max_model_len=tokens), CAT.sizes[sku]).nodes
+    size, est = CAT.sizes[sku], V012.estimator
+    at = lambda tokens: estimator_nodes(model.facts, byo_per_gpu_gib(size.nvml_memory_mib), size.gpus, tokens,
+                                        gpu_memory_utilization=est.gpu_memory_utilization)
     assert at(last_fit) == nodes
     assert at(last_fit + 1) == nodes + 1
+    if size.vllm_gpu_memory_utilization is None:     # evaluate() follows KAITO's count wherever no headroom applies
+        option = evaluate(SizingRequest(model, "vllm", V012, max_model_len=last_fit), size)
+        assert option.feasible and option.nodes == nodes
+
+
+def test_a10_is_sized_at_kaitos_a10_utilization_and_refused_where_kaitos_count_would_not_fit():
+    """KAITO's estimator counts at 0.84; on A10 vLLM must run at 0.82 (KAITO v0.12.0's own A10 rule), so a
+    context that fits KAITO's 1-node count only at 0.84 is refused rather than deployed to run out of memory."""
+    model = resolve("llama-3.1-8b-instruct", V012, CAT)
+    a10 = CAT.sizes["Standard_NV36ads_A10_v5"]
+    ok = evaluate(SizingRequest(model, "vllm", V012, max_model_len=8192), a10)
+    assert ok.feasible and ok.nodes == 1 and ok.gpu_memory_utilization == 0.82
+    edge = evaluate(SizingRequest(model, "vllm", V012, max_model_len=15055), a10)   # KAITO: 1 node at 0.84
+    assert not edge.feasible
+    assert "places it on 1 node(s) at --gpu-memory-utilization 0.84" in edge.why and "needs 0.82" in edge.why
+    not_a10 = evaluate(SizingRequest(model, "vllm", V012, max_model_len=8192), CAT.sizes["Standard_NC24ads_A100_v4"])
+    assert not_a10.feasible and not_a10.gpu_memory_utilization is None
 
 
 @pytest.mark.parametrize("preset,sku", [("llama-3.3-70b-instruct", "Standard_NC96ads_A100_v4"),
