@@ -1,8 +1,6 @@
 """Gateway: the stack's one authenticated address in front of every model (nginx, configured by infra.gateway)."""
 from __future__ import annotations
 
-import hashlib
-
 import pulumi
 
 from components import k8s
@@ -21,9 +19,9 @@ class Gateway(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("kaito-aks:index:Gateway", name, None, opts)
         k8s_opts = lambda deps: pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=deps)
-        keys = pulumi.Output.secret(api_keys).apply(gateway.parse_api_keys)
+        keys = pulumi.Output.secret(api_keys).apply(_parse_keys)
         keys_map = pulumi.Output.secret(keys.apply(gateway.render_keys_map))
-        keys_sha = pulumi.Output.secret(keys_map.apply(lambda m: hashlib.sha256(m.encode()).hexdigest()[:16]))
+        keys_sha = pulumi.Output.secret(keys_map.apply(gateway.keys_map_checksum))
 
         conf = k8s.apply("gateway-conf", gateway.config_map(plan), k8s_opts(depends_on))
         secret = k8s.apply("gateway-keys", gateway.keys_secret(plan, keys_map), k8s_opts(depends_on))
@@ -37,3 +35,12 @@ class Gateway(pulumi.ComponentResource):
         self.url = self.address.apply(lambda a: f"http://{a}" if a else None)
         self.first_key = pulumi.Output.secret(keys.apply(lambda k: k[0]))
         self.register_outputs({"url": self.url, "address": self.address})
+
+
+def _parse_keys(raw) -> list[str]:
+    """The apiKeys setting, validated; a mistake stops `pulumi up` with the one-line reasons (which never quote a
+    key), not a traceback."""
+    try:
+        return gateway.parse_api_keys(raw)
+    except gateway.ApiKeysError as err:
+        raise pulumi.RunError("invalid kaito-aks settings:\n  " + "\n  ".join(err.lines)) from None

@@ -2,9 +2,11 @@
 
 KAITO's inference endpoint has no authentication. The gateway gives a stack one address where each model is
 served at ``/<model-name>/v1/...`` (so an OpenAI client uses ``base_url=http://<address>/<model-name>/v1``),
-checks ``Authorization: Bearer <key>`` against the stack's API keys, load-balances a model's replicas with
-passive health checks, streams responses unbuffered, limits request size and per-key request rate, and logs
-without secrets. ``GET /v1/models`` at the root lists the stack's models; ``/_replicas/<workspace>/v1/...``
+checks ``Authorization: Bearer <key>`` against the stack's API keys (the key byte for byte, the scheme in any
+case), load-balances a model's replicas with passive health checks, streams responses unbuffered, limits request
+size, the request rate per key and failed authentications per client address, answers every error of its own
+in OpenAI's JSON shape, and logs without secrets (no request line, query string or client-chosen path text in
+any log). ``GET /v1/models`` at the root lists the stack's models; ``/_replicas/<workspace>/v1/...``
 reaches one replica (for the post-deploy check and on-call).
 
 Everything here is pure: ``render_nginx_conf`` is what the tests run under a real nginx.
@@ -13,9 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import string
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from infra.errors import UserError
 from infra.plan import Plan
 
 NAME = "kaito-gateway"
@@ -44,6 +49,7 @@ class GatewayLimits:
     connect_timeout_seconds: int = 5
     max_fails: int = 1                 # passive health check: failures before a replica is skipped...
     fail_timeout_seconds: int = 10     # ...for this long
+    unauthenticated_per_minute: int = 60   # failed authentications per client address
 
 
 def model_prefix(model_name: str) -> str:
@@ -65,6 +71,161 @@ def key_id(key: str) -> str:
     return "k" + hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
+# ---------------------------------------------------------------------------------------------------------
+# API keys: the `kaito-aks:apiKeys` setting, validated, and the nginx map that recognises them
+
+SETTING = "kaito-aks:apiKeys"
+KEY_MIN_LENGTH = 16                    # shorter is guessable, whatever the rate limit
+KEY_MAX_LENGTH = 256
+MAX_KEYS = 1000                        # each key is one regex the map tries in turn
+KEY_PUNCTUATION = "-._~+/="            # RFC 6750's b64token characters, with letters and digits
+KEY_CHARS = frozenset(string.ascii_letters + string.digits + KEY_PUNCTUATION)
+MAX_SETTING_CHARS = MAX_KEYS * (KEY_MAX_LENGTH + 16)   # the longest list of the longest keys, with room for JSON
+_ALLOWED = "letters, digits and - . _ ~ + / ="
+_FORMATS = ("write a JSON list of strings, e.g. '[\"sk-...\",\"sk-...\"]', or the keys separated by commas or "
+            "newlines")
+_NEW_KEY = "e.g. python3 -c 'import secrets; print(\"sk-\" + secrets.token_urlsafe(32))'"
+
+
+class ApiKeysError(UserError, ValueError):
+    """The ``kaito-aks:apiKeys`` setting is malformed. ``.lines``: one line per problem, each naming the setting
+    and the entry by index, never a key or part of one (these lines reach terminals, CI logs and Pulumi)."""
+
+
+def _kind(value: Any) -> str:
+    """What a non-string entry is, in JSON's words (never its value: it could be a key)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, str):
+        return "a string"
+    return f"a {type(value).__name__}"
+
+
+def _key_problem(key: str) -> str | None:
+    """Why ``key`` can't be an API key, without quoting it; None when it can."""
+    if not key:
+        return "is empty"
+    if len(key) > KEY_MAX_LENGTH:
+        return f"is longer than {KEY_MAX_LENGTH} characters"
+    if any(c.isspace() for c in key):
+        return f"contains whitespace; a key is one word of {_ALLOWED}"
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in key):
+        return f"contains a control character; a key is one word of {_ALLOWED}"
+    if not KEY_CHARS.issuperset(key):
+        return f"contains a character other than {_ALLOWED} (no quotes, backslashes or non-ASCII)"
+    if len(key) < KEY_MIN_LENGTH:
+        return f"is shorter than {KEY_MIN_LENGTH} characters: too easy to guess; use a random key, {_NEW_KEY}"
+    return None
+
+
+def validate_api_keys(keys: Any) -> list[str]:
+    """``keys`` if it is a valid list of API keys, else :class:`ApiKeysError` naming every bad entry by index.
+
+    A key is a string of :data:`KEY_MIN_LENGTH`..:data:`KEY_MAX_LENGTH` characters from :data:`KEY_CHARS` (RFC 6750
+    bearer-token characters: no whitespace, quotes, backslashes or control characters, so it is one word on the
+    wire and in the nginx configuration); at most :data:`MAX_KEYS` keys, no duplicates.
+    """
+    if not isinstance(keys, (list, tuple)):
+        raise ApiKeysError(f"{SETTING}: {_kind(keys)}, not a list of keys; {_FORMATS}")
+    if not keys:
+        raise ApiKeysError(f"{SETTING} is empty; set at least one key ({_NEW_KEY})")
+    if len(keys) > MAX_KEYS:
+        raise ApiKeysError(f"{SETTING}: {len(keys)} keys; at most {MAX_KEYS}")
+    problems, first_index = [], {}
+    for index, key in enumerate(keys):
+        where = f"{SETTING}[{index}]"
+        if not isinstance(key, str):
+            problems.append(f"{where}: {_kind(key)}, not a string; every key is a string")
+        elif (problem := _key_problem(key)) is not None:
+            problems.append(f"{where}: {problem}")
+        elif key in first_index:
+            problems.append(f"{where}: the same key as {SETTING}[{first_index[key]}]; remove the duplicate")
+        else:
+            first_index[key] = index
+    if problems:
+        raise ApiKeysError(problems)
+    return list(keys)
+
+
+def parse_api_keys(raw: Any) -> list[str]:
+    """The ``kaito-aks:apiKeys`` setting -> the keys, validated (:func:`validate_api_keys`).
+
+    Accepted, and nothing else: a JSON list of strings (``'["sk-...","sk-..."]'``, what ``pulumi config set --secret
+    apiKeys`` stores), the same list already decoded (YAML/structured config), or a string of keys separated by
+    commas and/or newlines (blank entries and the spaces around a key are ignored). Anything else -- JSON that is
+    not a list of strings, nested lists, numbers, oversized input -- raises :class:`ApiKeysError` (one line per
+    problem, never a key, never a traceback).
+    """
+    if isinstance(raw, (list, tuple)):
+        return validate_api_keys(list(raw))
+    if not isinstance(raw, str):
+        raise ApiKeysError(f"{SETTING}: {_kind(raw)}, not a list of keys; {_FORMATS}")
+    if len(raw) > MAX_SETTING_CHARS:
+        raise ApiKeysError(f"{SETTING}: {len(raw)} characters, more than {MAX_KEYS} keys of up to "
+                           f"{KEY_MAX_LENGTH} characters can take; {_FORMATS}")
+    text = raw.strip()
+    if not text:
+        raise ApiKeysError(f"{SETTING} is empty; set at least one key ({_NEW_KEY})")
+    if text[0] in '[{"':
+        # JSON (a key can't start with these characters). json's errors name a position, never the text.
+        try:
+            value = json.loads(text)
+        except RecursionError:
+            raise ApiKeysError(f"{SETTING}: JSON nested too deeply; {_FORMATS}") from None
+        except ValueError as err:       # JSONDecodeError, or an integer too long to convert
+            where = f" (line {err.lineno}, column {err.colno}: {err.msg})" if isinstance(err, json.JSONDecodeError) \
+                else ""
+            raise ApiKeysError(f"{SETTING}: not valid JSON{where}; {_FORMATS}") from None
+        if not isinstance(value, list):
+            raise ApiKeysError(f"{SETTING}: JSON {_kind(value)}, not a list of strings; {_FORMATS}")
+        return validate_api_keys(value)
+    return validate_api_keys([k.strip() for k in re.split(r"[,\n]", text) if k.strip()])
+
+
+_BEARER = "[Bb][Ee][Aa][Rr][Ee][Rr]"    # the scheme is case-insensitive (RFC 7235); the key is not
+
+
+def key_regex(key: str) -> str:
+    """A PCRE that matches exactly ``key``. Of the characters a key may have (:data:`KEY_CHARS`) only ``.`` and ``+``
+    are regex syntax outside a character class; each becomes a one-character class (``[.]``, ``[+]``), literal in
+    any PCRE. No backslash or quote, so nginx's configuration parser passes it on unchanged."""
+    if not key or not KEY_CHARS.issuperset(key):
+        raise ApiKeysError(f"{SETTING}: a key contains a character other than {_ALLOWED}")
+    return "".join(f"[{c}]" if c in ".+" else c for c in key)
+
+
+def render_keys_map(keys: Iterable[str]) -> str:
+    """The `map` entries that turn a valid Authorization header into the key's id. Secret: mount from a Secret.
+
+    One case-sensitive regex per key (``~``): nginx compares plain `map` strings case-insensitively, which would
+    let ``bearer SK-LIVE-...`` in as ``sk-live-...``. ``Bearer`` in any case, one or more spaces, then exactly the
+    key (nginx strips spaces around a header value; a second Authorization header is a 400 before this runs).
+    """
+    keys = validate_api_keys(list(keys))
+    return "".join(f'"~^{_BEARER} +{key_regex(key)}$" {key_id(key)};\n' for key in keys)
+
+
+def keys_map_checksum(keys_map: str) -> str:
+    """The pod-template annotation that rolls the gateway when the keys change (not secret: a hash prefix)."""
+    return hashlib.sha256(keys_map.encode()).hexdigest()[:16]
+
+
+def models_document(routes: Iterable[Route]) -> str:
+    return json.dumps({
+        "object": "list",
+        "data": [{"id": r.name, "object": "model", "owned_by": "kaito-aks", "served_model": r.served_model}
+                 for r in routes],
+    })
+
+
 def _error_body(message: str, type_: str, code: str) -> str:
     return json.dumps({"error": {"message": message, "type": type_, "param": None, "code": code}})
 
@@ -74,41 +235,66 @@ def _nginx_str(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def render_keys_map(keys: Iterable[str]) -> str:
-    """The `map` entries that turn a valid Authorization header into the key's id. Secret: mount from a Secret."""
-    lines = []
-    for key in keys:
-        key = key.strip()
-        if not key:
-            continue
-        if any(c in key for c in "\"'\\;{} \t\n"):
-            raise ValueError("API keys may not contain quotes, backslashes, ';', braces or whitespace")
-        lines.append(f'"Bearer {key}" {key_id(key)};')
-    if not lines:
-        raise ValueError("no API keys: set kaito-aks:apiKeys")
-    return "\n".join(lines) + "\n"
+# OpenAI (and KAITO runtime) API paths the access log may name; any other path is logged as "/-": a path is
+# client-controlled text, and a client may put a key in it.
+LOGGED_API_PATHS = ("/v1/models", "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses",
+                    "/v1/rerank", "/v1/score", "/tokenize", "/detokenize", "/health", "/version", "/metrics",
+                    "/chat")
+LOGGED_METHODS = ("GET", "POST", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
-def parse_api_keys(raw: Any) -> list[str]:
-    """The apiKeys setting: a JSON/YAML list of strings, or one string of comma/newline-separated keys."""
-    if isinstance(raw, str):
-        text = raw.strip()
-        if text.startswith("["):
-            raw = json.loads(text)
-        else:
-            raw = [k for part in text.splitlines() for k in part.split(",")]
-    keys = [str(k).strip() for k in raw if str(k).strip()]
-    if not keys:
-        raise ValueError("kaito-aks:apiKeys is empty; set at least one key")
-    return keys
+@dataclass(frozen=True)
+class ErrorPage:
+    """An error status nginx itself produces, and the OpenAI-style JSON the gateway answers with instead."""
+
+    codes: tuple[int, ...]             # statuses nginx raises (error_page)
+    status: int                        # status sent
+    message: str
+    type: str
+    code: str
+
+    @property
+    def body(self) -> str:
+        return _error_body(self.message, self.type, self.code)
+
+    @property
+    def uri(self) -> str:
+        return f"{ERROR_PAGE_PREFIX}{self.status}"
 
 
-def models_document(routes: Iterable[Route]) -> str:
-    return json.dumps({
-        "object": "list",
-        "data": [{"id": r.name, "object": "model", "owned_by": "kaito-aks", "served_model": r.served_model}
-                 for r in routes],
-    })
+ERROR_PAGE_PREFIX = "/_kaito_error/"
+UNAUTHENTICATED_LOCATION = "/_kaito_unauthenticated"
+NOT_FOUND = ErrorPage((404,), 404, "Unknown path. Models are served at /<model>/v1/...; GET /v1/models lists them.",
+                      "invalid_request_error", "model_not_found")
+
+
+def error_pages(limits: GatewayLimits) -> tuple[ErrorPage, ...]:
+    """Every error nginx can raise itself, as OpenAI-style JSON. 403 only ever comes from the unauthenticated
+    location's ``deny`` (sent as 401); 494 is nginx's "request header too large" (sent as 431); 408 is listed for
+    completeness (nginx closes the connection instead of answering a timed-out request)."""
+    return (
+        ErrorPage((400,), 400, "Malformed HTTP request.", "invalid_request_error", "bad_request"),
+        ErrorPage((403,), 401, "Missing or invalid API key: send 'Authorization: Bearer <key>'.",
+                  "invalid_request_error", "invalid_api_key"),
+        NOT_FOUND,
+        ErrorPage((405,), 405, "Method not allowed.", "invalid_request_error", "method_not_allowed"),
+        ErrorPage((408,), 408, "The request was not received in time.", "invalid_request_error", "request_timeout"),
+        ErrorPage((411,), 411, "A request body needs Content-Length or chunked encoding.", "invalid_request_error",
+                  "length_required"),
+        ErrorPage((413,), 413, f"Request body larger than {limits.max_body_kib} KiB.", "invalid_request_error",
+                  "request_too_large"),
+        ErrorPage((414,), 414, "Request URI too long.", "invalid_request_error", "uri_too_long"),
+        ErrorPage((429,), 429, "Rate limit exceeded (per API key; per client address for failed authentication); "
+                  "retry later.", "rate_limit_exceeded", "rate_limit_exceeded"),
+        ErrorPage((494,), 431, "Request headers too large.", "invalid_request_error", "request_header_too_large"),
+        ErrorPage((500,), 500, "Internal gateway error; retry later.", "server_error", "internal_error"),
+        ErrorPage((501,), 501, "Not implemented (an unsupported Transfer-Encoding?).", "invalid_request_error",
+                  "not_implemented"),
+        ErrorPage((502, 503, 504), 503, "The model is not reachable right now; retry later.", "server_error",
+                  "model_unavailable"),
+        ErrorPage((505,), 505, "HTTP version not supported; use HTTP/1.1.", "invalid_request_error",
+                  "http_version_not_supported"),
+    )
 
 
 def render_nginx_conf(
@@ -123,17 +309,17 @@ def render_nginx_conf(
     access_log: str = "/dev/stdout",
     error_log: str = "/dev/stderr",
 ) -> str:
-    """nginx.conf for the gateway. Works on nginx 1.22 (Debian 12, the tests) and 1.28 (the image)."""
+    """nginx.conf for the gateway. Works on nginx 1.22 (Debian 12, the tests) and 1.28 (the image).
+
+    A request goes through nginx's phases in this order: server rewrite (a request without a valid key is sent to
+    one internal location, whatever its URI), find location, location rewrite, preaccess (``limit_req``: per key,
+    or per client address for failed authentication), access (``deny`` there: the 401 comes *after* the rate
+    limit), content (the proxy). Errors nginx raises itself are internal redirects to ``/_kaito_error/<status>``,
+    which answer with OpenAI-style JSON.
+    """
     burst = max(1, limits.rate_limit_per_minute // 6)
-    unauthorized = _error_body("Missing or invalid API key: send 'Authorization: Bearer <key>'.",
-                               "invalid_request_error", "invalid_api_key")
-    not_found = _error_body("Unknown path. Models are served at /<model>/v1/...; GET /v1/models lists them.",
-                            "invalid_request_error", "model_not_found")
-    too_large = _error_body(f"Request body larger than {limits.max_body_kib} KiB.", "invalid_request_error",
-                            "request_too_large")
-    rate_limited = _error_body("Rate limit exceeded for this API key.", "rate_limit_exceeded", "rate_limit_exceeded")
-    unavailable = _error_body("The model is not reachable right now; retry later.", "server_error",
-                              "model_unavailable")
+    unauth_burst = max(1, limits.unauthenticated_per_minute // 6)
+    pages = error_pages(limits)
 
     def upstream(prefix: str, route: Route) -> str:
         servers = "\n".join(
@@ -141,8 +327,14 @@ def render_nginx_conf(
             for s in route.servers)
         return f"    upstream {prefix}_{_ident(route.name)} {{\n{servers}\n        keepalive 16;\n    }}\n"
 
-    def location(path: str, upstream_name: str) -> str:
-        return f"""        location {path} {{
+    def location(prefix: str, upstream_name: str) -> str:
+        # `= <prefix>`: without it nginx answers `<prefix>` (no slash) with its own 301 HTML to `<prefix>/`.
+        # $kaito_path is what the access log shows: the route, then the API path if it is a known one.
+        return f"""        location = {prefix} {{
+            return 404 {_nginx_str(NOT_FOUND.body)};
+        }}
+        location {prefix}/ {{
+            set $kaito_path '{prefix}$kaito_api';
             limit_req zone=per_key burst={burst} nodelay;
             proxy_pass http://{upstream_name}/;
             proxy_http_version 1.1;
@@ -160,13 +352,24 @@ def render_nginx_conf(
         }}
 """
 
+    def error_location(page: ErrorPage) -> str:
+        extra = ("add_header WWW-Authenticate 'Bearer realm=\"kaito-aks\"' always; " if page.status == 401 else "")
+        return (f"        location = {page.uri} {{ internal; {extra}"
+                f"return {page.status} {_nginx_str(page.body)}; }}\n")
+
     upstreams = "".join(upstream("model", r) for r in routes) + "".join(upstream("replica", r) for r in replica_routes)
-    locations = "".join(location(f"{model_prefix(r.name)}/", f"model_{_ident(r.name)}") for r in routes)
-    locations += "".join(location(f"{replica_prefix(r.name)}/", f"replica_{_ident(r.name)}") for r in replica_routes)
+    locations = "".join(location(model_prefix(r.name), f"model_{_ident(r.name)}") for r in routes)
+    locations += "".join(location(replica_prefix(r.name), f"replica_{_ident(r.name)}") for r in replica_routes)
+    error_page_lines = "".join(f"        error_page {' '.join(map(str, p.codes))} = {p.uri};\n" for p in pages)
+    error_locations = "".join(error_location(p) for p in pages)
+    api_paths = "".join(f'        "~^(?:/_replicas)?(?:/[^/]+)?{re.escape(p)}$" {p};\n' for p in LOGGED_API_PATHS)
+    methods = "".join(f"        {m} {m};\n" for m in LOGGED_METHODS)
     return f"""# Generated by kaito-aks (infra/gateway.py). Do not edit: change the stack settings instead.
 worker_processes auto;
 pid {pid_path};
-error_log {error_log} warn;
+# crit: nginx's own failures only. Every request-scoped message (limit_req, 413, upstream errors: error/warn;
+# malformed requests, duplicate headers: info) carries the request line or a header, where a key can be.
+error_log {error_log} crit;
 
 events {{
     worker_connections 2048;
@@ -174,7 +377,10 @@ events {{
 
 http {{
     server_tokens off;
+    types {{ }}                          # no types by file extension: /x.html gets JSON too
     default_type application/json;
+    absolute_redirect off;              # a redirect never names the pod's address or port
+    uninitialized_variable_warn off;    # $kaito_path is unset for requests no route matched
     client_body_temp_path {temp_dir}/client_body;
     proxy_temp_path {temp_dir}/proxy;
     fastcgi_temp_path {temp_dir}/fastcgi;
@@ -187,15 +393,29 @@ http {{
         include {keys_map_path};
     }}
 
-    # No secrets in the access log: the key's id, never the header.
+    # The access log holds no client text that could be a key: the key's id, a known method, the route the
+    # location matched and a known API path (else "-"); never $request, $args, $request_uri or $uri.
+    map $request_method $kaito_method {{
+        default OTHER;
+{methods}    }}
+    map $uri $kaito_api {{
+        default /-;
+{api_paths}    }}
+    map $kaito_path $kaito_logged_path {{
+        "" /-;
+        default $kaito_path;
+    }}
     log_format kaito_aks escape=json '{{"time":"$time_iso8601","client":"$remote_addr","key":"$api_key_id",'
-        '"method":"$request_method","path":"$uri","status":$status,"bytes":$body_bytes_sent,'
+        '"method":"$kaito_method","path":"$kaito_logged_path","status":$status,"bytes":$body_bytes_sent,'
         '"seconds":$request_time,"upstream":"$upstream_addr","upstream_status":"$upstream_status",'
         '"request_id":"$request_id"}}';
     access_log {access_log} kaito_aks;
 
     limit_req_zone $api_key_id zone=per_key:10m rate={limits.rate_limit_per_minute}r/m;
+    # Failed authentication, per client address (the Service keeps client addresses: externalTrafficPolicy Local).
+    limit_req_zone $binary_remote_addr zone=unauthenticated:10m rate={limits.unauthenticated_per_minute}r/m;
     limit_req_status 429;
+    limit_req_log_level info;
     client_max_body_size {limits.max_body_kib}k;
     client_body_buffer_size {limits.max_body_kib}k;
 
@@ -203,27 +423,41 @@ http {{
     server {{
         listen {listen};
 
-        error_page 413 = @too_large;
-        error_page 429 = @rate_limited;
-        error_page 502 503 504 = @unavailable;
-
+        # Errors nginx raises itself become JSON. URIs, not named locations: nginx can't redirect a request whose
+        # URI it couldn't parse (400, 414) to a named location.
+{error_page_lines}
+        # No valid key: a `return 401` here would run before limit_req (rewrite phase < preaccess), so failed
+        # attempts would never be rate limited; send them to one internal location instead, whatever the URI.
+        # Error pages are exempt: their internal redirect runs this again, and a request that failed before its
+        # headers were read (414) has no key yet. `set`, not `map`: nginx caches a map's value per request.
+        set $kaito_unauthenticated "";
         if ($api_key_id = "") {{
-            return 401 {_nginx_str(unauthorized)};
+            set $kaito_unauthenticated 1;
+        }}
+        if ($uri ~ ^{ERROR_PAGE_PREFIX}) {{
+            set $kaito_unauthenticated "";
+        }}
+        if ($kaito_unauthenticated) {{
+            rewrite ^ {UNAUTHENTICATED_LOCATION}? last;
+        }}
+
+        location = {UNAUTHENTICATED_LOCATION} {{
+            internal;
+            limit_req zone=unauthenticated burst={unauth_burst} nodelay;
+            deny all;                   # access phase, after limit_req: 403, answered as 401
         }}
 
         location = /v1/models {{
+            set $kaito_path /v1/models;
             return 200 {_nginx_str(models_document(routes))};
         }}
 
 {locations}
         location / {{
-            return 404 {_nginx_str(not_found)};
+            return 404 {_nginx_str(NOT_FOUND.body)};
         }}
 
-        location @too_large {{ return 413 {_nginx_str(too_large)}; }}
-        location @rate_limited {{ return 429 {_nginx_str(rate_limited)}; }}
-        location @unavailable {{ return 503 {_nginx_str(unavailable)}; }}
-    }}
+{error_locations}    }}
 
     server {{
         listen {health_listen};
@@ -258,7 +492,8 @@ def routes_for(plan: Plan) -> tuple[list[Route], list[Route]]:
 def limits_for(plan: Plan) -> GatewayLimits:
     g = plan.settings.gateway
     return GatewayLimits(rate_limit_per_minute=g.rate_limit_per_minute, max_body_kib=g.max_body_kib,
-                         read_timeout_seconds=g.read_timeout_seconds)
+                         read_timeout_seconds=g.read_timeout_seconds,
+                         unauthenticated_per_minute=g.unauthenticated_per_minute)
 
 
 def nginx_conf_for(plan: Plan) -> str:
@@ -275,11 +510,24 @@ def config_map(plan: Plan) -> dict:
 
 
 def keys_secret(plan: Plan, keys_map: Any) -> dict:
+    """The Secret holding the rendered keys map (``render_keys_map``; a Pulumi secret Output in the program)."""
     return {
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {"name": f"{NAME}-keys", "namespace": plan.settings.namespace, "labels": pod_labels()},
         "stringData": {KEYS_FILE: keys_map},
     }
+
+
+def keys_secret_from_setting(plan: Plan, raw_setting_value: Any) -> dict:
+    """The keys Secret from a value in the ``kaito-aks:apiKeys`` format (a JSON list, or comma/newline-separated
+    keys), validated by :func:`parse_api_keys` (:class:`ApiKeysError` otherwise). For ``--manifests`` users:
+    the Secret is only ever rendered from real keys, never from a placeholder for an internal format."""
+    return keys_secret(plan, render_keys_map(parse_api_keys(raw_setting_value)))
+
+
+def rollout_annotations(keys_map: str) -> dict[str, str]:
+    """Pod-template annotations that change when the keys do (``kubectl patch`` them to roll the gateway)."""
+    return {"kaito-aks/keys-sha256": keys_map_checksum(keys_map)}
 
 
 def deployment(plan: Plan, keys_checksum: Any = "") -> dict:
@@ -362,9 +610,11 @@ def disruption_budget(plan: Plan) -> dict:
     }
 
 
-def objects(plan: Plan, keys_map: Any) -> list[dict]:
-    return [config_map(plan), keys_secret(plan, keys_map), deployment(plan), disruption_budget(plan),
-            service(plan), network_policy(plan)]
+def objects(plan: Plan, keys_map: Any = None) -> list[dict]:
+    """The gateway's objects in apply order; without ``keys_map`` no keys Secret (``keys_secret_from_setting``
+    renders it separately, from the real keys)."""
+    secret = [keys_secret(plan, keys_map)] if keys_map is not None else []
+    return [config_map(plan), *secret, deployment(plan), disruption_budget(plan), service(plan), network_policy(plan)]
 
 
 def namespace_guardrails(plan: Plan) -> list[dict]:

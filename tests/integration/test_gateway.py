@@ -24,8 +24,11 @@ from tests.servers.required import unavailable
 from tests.servers.vllm import MAKE_TINY_MODEL, REPO, ServerUnavailable, VllmRuntime, VllmServer
 
 pytestmark = pytest.mark.servers
-KEYS = ["sk-gw-test-alpha-3f9e1c", "sk-gw-test-beta-77d2aa"]
+KEYS = ["sk-gw-test-alpha-3f9e1c", "sk-gw-test-beta-77d2aa"]   # keys of at least 16 characters
 MODEL = "tiny-llama"
+# The shared gateway answers many deliberately unauthenticated requests: don't let the failed-authentication
+# limit (tested in test_gateway_nginx.py) turn them into 429s.
+LIMITS = GatewayLimits(unauthenticated_per_minute=60_000)
 
 
 def token_paced_model(runtime) -> pathlib.Path:
@@ -76,7 +79,7 @@ def routes(servers, name="tiny"):
 @pytest.fixture(scope="module")
 def gateway(replicas):
     model_routes, replica_routes = routes(replicas)
-    gw = NginxGateway(model_routes, replica_routes, KEYS)
+    gw = NginxGateway(model_routes, replica_routes, KEYS, LIMITS)
     try:
         gw.start()
     except ServerUnavailable as err:
@@ -109,7 +112,8 @@ def test_valid_key_chat_and_completions(gateway):
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer sk-wrong"}, {"Authorization": KEYS[0]},
-                                     {"Authorization": f"Basic {KEYS[0]}"}])
+                                     {"Authorization": f"Basic {KEYS[0]}"},
+                                     {"Authorization": f"Bearer {KEYS[0].upper()}"}])
 def test_missing_or_wrong_key_is_401_openai_style(gateway, headers):
     for method, path in (("GET", "/v1/models"), ("POST", "/tiny/v1/chat/completions"), ("GET", "/nope/v1/models")):
         r = requests.request(method, gateway.base_url + path, headers=headers, json={}, timeout=10)

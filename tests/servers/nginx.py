@@ -1,7 +1,8 @@
 """Run the gateway's generated nginx configuration under a real nginx (Debian's package) on 127.0.0.1.
 
 The configuration is ``infra.gateway.render_nginx_conf`` itself, with only the machine-specific paths and
-listen addresses filled in: what the tests exercise is what the cluster runs.
+listen addresses filled in: what the tests exercise is what the cluster runs. ``KAITO_AKS_NGINX`` names another
+nginx binary (e.g. a build of the image's version, 1.28) to run the same tests under.
 """
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ import urllib.request
 from infra.gateway import GatewayLimits, Route, render_keys_map, render_nginx_conf
 from tests.servers.vllm import ServerUnavailable, free_port
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX = os.environ.get("KAITO_AKS_NGINX") or shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 def nginx_available() -> str | None:
     """None when nginx can run here, else why not (the skip reason)."""
     if not os.path.exists(NGINX):
-        return "nginx is not installed (Debian package `nginx`; .ci/run installs it)"
+        return f"nginx is not installed at {NGINX} (Debian package `nginx`; .ci/run installs it)"
     return None
 
 
@@ -92,6 +93,10 @@ class NginxGateway:
             if len(entries) >= at_least or time.monotonic() > deadline:
                 return entries
             time.sleep(0.05)
+
+    def log_text(self) -> str:
+        """Everything nginx logged: the access log and the error log."""
+        return "".join(p.read_text(errors="replace") for p in (self.access_log, self.error_log) if p.exists())
 
     def entries_for(self, path: str, timeout_s: float = 5) -> list[dict]:
         """Access-log records of ``path``, waiting until at least one is written."""

@@ -294,6 +294,7 @@ def test_destroy_is_scheduled():
 FAKE_PYTHON = r"""#!/usr/bin/env bash
 printf '%s\n' "$*" >> "$FAKE_LOG"
 if [ "$1" = "-c" ]; then exec "$REAL_PYTHON" "$@"; fi
+if [ "$1 $2 $3" = "-m infra first-api-key" ]; then exec "$REAL_PYTHON" "$@"; fi
 if [ "$1 $2" = "-m infra.automation" ]; then
   case "$3" in
     outputs) printf '%b' "$FAKE_ENDPOINTS"; exit 0 ;;
@@ -369,12 +370,12 @@ def test_check_script_fails_when_one_endpoint_fails_but_checks_them_all(tmp_path
 def test_check_script_uses_the_first_api_key_masked(tmp_path):
     run = FakeRun(tmp_path)
     done = run(check_script(), STACK="prod", FAKE_ENDPOINTS=ENDPOINTS.replace("http://20.1.2.", "https://gw/"),
-               KAITO_AKS_API_KEYS='["sk-first-key-1", "sk-second-key-2"]')
+               KAITO_AKS_API_KEYS='["sk-first-key-0001", "sk-second-key-0002"]')
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.startswith("::add-mask::sk-first-key-1\n")
+    assert done.stdout.startswith("::add-mask::sk-first-key-0001\n")
     checks = [c for c in run.calls() if "check-endpoint" in c]
     assert checks and all(c.endswith("--timeout 900 --api-key-env CHECK_API_KEY") for c in checks)
-    assert run.calls().count("CHECK_API_KEY=sk-first-key-1") == 2
+    assert run.calls().count("CHECK_API_KEY=sk-first-key-0001") == 2
 
 
 def test_check_script_fails_without_endpoints(tmp_path):

@@ -1,0 +1,304 @@
+"""The gateway's API-key handling and generated nginx configuration, as text: no nginx needed.
+
+What nginx does with this configuration is tested under a real nginx in tests/integration/test_gateway_nginx.py;
+these tests pin the properties that must hold for every stack (every proxied location limited and stripping the
+key, no client text in the log format, the key check before any route, ...) and the `kaito-aks:apiKeys` rules.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from infra import gateway
+from infra.errors import UserError
+from infra.gateway import (KEY_CHARS, KEY_MAX_LENGTH, KEY_MIN_LENGTH, MAX_KEYS, ApiKeysError, GatewayLimits, Route,
+                           key_id, key_regex, keys_secret_from_setting, parse_api_keys, render_keys_map,
+                           render_nginx_conf, validate_api_keys)
+from infra.plan import build_plan
+from infra.settings import load_stack_file
+
+MARK = "SeCrEtMaRk"           # in every key below: an error message must never contain it, in any case
+KEY_A = f"sk-{MARK}-0123456789"
+KEY_B = f"sk-{MARK}-abcdefghij"
+
+
+def problems(raw) -> list[str]:
+    with pytest.raises(ApiKeysError) as err:
+        parse_api_keys(raw)
+    lines = err.value.lines
+    assert lines and all(isinstance(line, str) and "\n" not in line for line in lines)
+    assert all(line.startswith("kaito-aks:apiKeys") for line in lines), lines
+    assert MARK.lower() not in str(err.value).lower(), "an error message quotes a key"
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------------------
+# kaito-aks:apiKeys: the documented formats, and nothing else
+
+@pytest.mark.parametrize("raw", [
+    json.dumps([KEY_A, KEY_B]),
+    f' [\n  "{KEY_A}",\n  "{KEY_B}"\n] \n',
+    f"{KEY_A},{KEY_B}",
+    f"{KEY_A}, {KEY_B},",
+    f"{KEY_A}\n{KEY_B}\n",
+    f"{KEY_A}\r\n{KEY_B}\r\n",
+    f"\n {KEY_A} ,\n\n{KEY_B}\n",
+    [KEY_A, KEY_B],
+    (KEY_A, KEY_B),
+])
+def test_documented_formats(raw):
+    assert parse_api_keys(raw) == [KEY_A, KEY_B]
+
+
+def test_every_allowed_character_and_the_length_bounds():
+    every = "".join(sorted(KEY_CHARS))
+    keys = [every, "x" * KEY_MIN_LENGTH, "y" * KEY_MAX_LENGTH]
+    assert parse_api_keys(json.dumps(keys)) == keys
+    assert parse_api_keys(["k" * KEY_MIN_LENGTH + str(i) for i in range(MAX_KEYS)])[-1].endswith("999")
+
+
+@pytest.mark.parametrize("raw,phrase", [
+    (json.dumps([KEY_A, None]), "kaito-aks:apiKeys[1]: null, not a string"),
+    (json.dumps([KEY_A, True]), "kaito-aks:apiKeys[1]: true/false, not a string"),
+    (json.dumps([KEY_A, 12345678901234567890]), "kaito-aks:apiKeys[1]: a number, not a string"),
+    (json.dumps([[KEY_A]]), "kaito-aks:apiKeys[0]: a list, not a string"),
+    (json.dumps([{"key": KEY_A}]), "kaito-aks:apiKeys[0]: an object, not a string"),
+    (json.dumps({"key": KEY_A}), "kaito-aks:apiKeys: JSON an object, not a list of strings"),
+    (json.dumps(KEY_A), "kaito-aks:apiKeys: JSON a string, not a list of strings"),
+    (f'["{KEY_A}", "{KEY_B}"', "kaito-aks:apiKeys: not valid JSON (line 1"),
+    ("[" + "7" * 5000 + "]", "kaito-aks:apiKeys: not valid JSON;"),
+    ("[" * 100_000, "kaito-aks:apiKeys: JSON nested too deeply"),
+    ("[" * 400_000, "characters, more than 1000 keys"),
+    (MARK * 40_000, "characters, more than 1000 keys"),
+    ("", "kaito-aks:apiKeys is empty"),
+    (" \n ", "kaito-aks:apiKeys is empty"),
+    (",\n,", "kaito-aks:apiKeys is empty"),
+    ("[]", "kaito-aks:apiKeys is empty"),
+    (None, "kaito-aks:apiKeys: null, not a list of keys"),
+    (42, "kaito-aks:apiKeys: a number, not a list of keys"),
+    ({"key": KEY_A}, "kaito-aks:apiKeys: an object, not a list of keys"),
+    (KEY_A.encode(), "kaito-aks:apiKeys: a bytes, not a list of keys"),
+    ("sk-1", "kaito-aks:apiKeys[0]: is shorter than 16 characters"),
+    (json.dumps([KEY_A, f"sk-{MARK}"]), "kaito-aks:apiKeys[1]: is shorter than 16 characters"),
+    (json.dumps([f"sk-{MARK}-" + "x" * 250]), "kaito-aks:apiKeys[0]: is longer than 256 characters"),
+    (json.dumps([f"sk-{MARK} 0123456789"]), "kaito-aks:apiKeys[0]: contains whitespace"),
+    (json.dumps([f" {KEY_A}"]), "kaito-aks:apiKeys[0]: contains whitespace"),
+    (json.dumps([f"{KEY_A}\n"]), "kaito-aks:apiKeys[0]: contains whitespace"),
+    (json.dumps([f"{KEY_A}\t"]), "kaito-aks:apiKeys[0]: contains whitespace"),
+    (json.dumps([f"{KEY_A}\u00a0"]), "kaito-aks:apiKeys[0]: contains whitespace"),
+    (f"{KEY_A} {KEY_B}", "kaito-aks:apiKeys[0]: contains whitespace"),
+    (json.dumps([f"{KEY_A}\x00"]), "kaito-aks:apiKeys[0]: contains a control character"),
+    (json.dumps([f"{KEY_A}\x7f"]), "kaito-aks:apiKeys[0]: contains a control character"),
+    (f"{KEY_A}\x1b[0m", "kaito-aks:apiKeys[0]: contains a control character"),
+    *[(json.dumps([f"{KEY_A}{c}x"]), "kaito-aks:apiKeys[0]: contains a character other than")
+      for c in "\"'\\;{}$#%&*()[]<>!?@^`|:,é\u00df\uff10\u0130"],
+    (json.dumps([KEY_A, KEY_B, KEY_A]), "kaito-aks:apiKeys[2]: the same key as kaito-aks:apiKeys[0]"),
+    (json.dumps([f"k{MARK}{i:06}" for i in range(MAX_KEYS + 1)]), "kaito-aks:apiKeys: 1001 keys; at most 1000"),
+])
+def test_anything_else_is_one_line_naming_the_entry_never_the_key(raw, phrase):
+    lines = problems(raw)
+    assert any(phrase in line for line in lines), lines
+
+
+def test_every_bad_entry_is_named():
+    lines = problems(json.dumps([KEY_A, None, "short", KEY_B, KEY_A, f"{MARK} x" * 3]))
+    assert [line.split(":")[1].split("]")[0] for line in lines] == ["apiKeys[1", "apiKeys[2", "apiKeys[4", "apiKeys[5"]
+
+
+def test_the_error_is_a_value_error_and_a_user_error():
+    with pytest.raises(ApiKeysError) as err:
+        validate_api_keys(["short"])
+    assert isinstance(err.value, ValueError) and isinstance(err.value, UserError) and err.value.exit_code == 2
+    assert err.value.lines == [f"kaito-aks:apiKeys[0]: is shorter than {KEY_MIN_LENGTH} characters: too easy to "
+                               f"guess; use a random key, {gateway._NEW_KEY}"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The keys map: one exact, case-sensitive regex per key
+
+def map_entries(keys) -> list[tuple[str, str]]:
+    text = render_keys_map(keys)
+    entries = re.findall(r'^"~(.*)" (k[0-9a-f]{12});$', text, re.M)
+    assert len(entries) == len(text.splitlines()) == len(keys), text
+    return entries
+
+
+def matches(regex: str, header: str) -> bool:
+    # The map's regexes use only what PCRE and Python's re read alike: literals, one-character classes, ^ $ +.
+    return re.search(regex, header) is not None
+
+
+def test_the_map_accepts_the_exact_key_with_any_case_of_bearer():
+    keys = [KEY_A, "".join(sorted(KEY_CHARS))]
+    for (regex, kid), key in zip(map_entries(keys), keys):
+        assert kid == key_id(key)
+        for header in (f"Bearer {key}", f"bearer {key}", f"BEARER {key}", f"bEaReR   {key}"):
+            assert matches(regex, header), header
+
+
+def test_no_key_matches_another_string():
+    """Escaping is complete: for a key holding every allowed character, no other string of one edit away (a
+    substitution by any allowed character, a deletion, an insertion, a case change) matches its regex."""
+    key = "".join(sorted(KEY_CHARS))
+    ((regex, _),) = map_entries([key])
+    alphabet = sorted(KEY_CHARS) + [" ", "\t", "\n"]
+    variants = {key.upper(), key.lower(), key.swapcase(), key + "\n" + key}
+    for i in range(len(key) + 1):
+        variants.add(key[:i] + key[i + 1:])
+        for c in alphabet:
+            variants.add(key[:i] + c + key[i + 1:])
+            variants.add(key[:i] + c + key[i:])
+    variants.discard(key)
+    assert len(variants) > 9_000
+    # accepted by design: more spaces after the scheme; a final newline, which PCRE's `$` allows before but an
+    # HTTP header value can't hold (LF ends the header line)
+    allowed = {v for v in variants if v.startswith(" ") or v.endswith("\n")}
+    assert not [v for v in variants - allowed if matches(regex, f"Bearer {v}")]
+    for header in (key, f"Basic {key}", f"Bearer{key}", f"Bearer\t{key}", f"Bearer {key} {key}", "Bearer ",
+                   f"Bearer {key},Bearer {key}", f"X Bearer {key}"):
+        assert not matches(regex, header), header
+
+
+def test_key_regex_holds_no_regex_or_nginx_syntax():
+    regex = key_regex("".join(sorted(KEY_CHARS)))
+    assert re.fullmatch(r"(?:[A-Za-z0-9_~/=-]|\[[.+]\])+", regex), regex
+    with pytest.raises(ApiKeysError):
+        key_regex("sk-live-0123456789.*")
+
+
+@pytest.mark.parametrize("keys", [["short"], [KEY_A, KEY_A], [KEY_A, None], [f"{KEY_A} x"], [], [f'{KEY_A}"']])
+def test_render_keys_map_validates(keys):
+    with pytest.raises(ApiKeysError) as err:
+        render_keys_map(keys)
+    assert MARK.lower() not in str(err.value).lower()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The nginx configuration
+
+ROUTES = [Route("tiny", ("10.0.0.1:80", "10.0.0.2:80"), "tiny-llama"), Route("m.2", ("10.0.0.3:80",), "m2")]
+REPLICAS = [Route("tiny", ("10.0.0.1:80",), "tiny-llama"), Route("tiny-r1", ("10.0.0.2:80",), "tiny-llama"),
+            Route("m.2", ("10.0.0.3:80",), "m2")]
+CONF = render_nginx_conf(ROUTES, REPLICAS, "/keys/api-keys.map", GatewayLimits(rate_limit_per_minute=120,
+                                                                             unauthenticated_per_minute=30))
+
+
+def blocks(conf: str, header: str) -> dict[str, str]:
+    """Bodies of the blocks ``<header> <args> { ... }``, by args; braces inside quoted strings don't count."""
+    found = {}
+    for m in re.finditer(rf"(?:^|[;{{]|\n)\s*{header} ([^{{;\n]+?) \{{", conf):
+        depth, i, quote = 1, m.end(), None
+        while depth:
+            c = conf[i]
+            if quote:
+                if c == "\\":
+                    i += 1
+                elif c == quote:
+                    quote = None
+            elif c in "'\"":
+                quote = c
+            elif c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+            i += 1
+        found[m.group(1)] = conf[m.end():i - 1]
+    return found
+
+
+def server_block(conf: str) -> str:
+    start = conf.index("    server {")
+    return conf[start:conf.index("    server {", start + 1)]
+
+
+def test_every_proxied_location_limits_per_key_and_strips_the_key():
+    locations = {k: v for k, v in blocks(CONF, "location").items() if "proxy_pass" in v}
+    expected = {f"/{r.name}/" for r in ROUTES} | {f"/_replicas/{r.name}/" for r in REPLICAS}
+    assert set(locations) == expected
+    for path, body in locations.items():
+        assert "limit_req zone=per_key burst=20 nodelay;" in body, path
+        assert 'proxy_set_header Authorization "";' in body, path
+    assert "limit_req_zone $api_key_id zone=per_key:10m rate=120r/m;" in CONF
+
+
+def test_requests_without_a_valid_key_are_rate_limited_per_client_then_401():
+    server = server_block(CONF)
+    # the key check runs at the server level, before any location: no route can forget it
+    check, first_location = server.index('if ($api_key_id = "")'), server.index("\n        location ")
+    assert check < first_location
+    assert "rewrite ^ /_kaito_unauthenticated? last;" in server[check:first_location]
+    unauth = blocks(CONF, "location")["= /_kaito_unauthenticated"]
+    assert re.findall(r"\S[^;]*;", unauth) == ["internal;", "limit_req zone=unauthenticated burst=5 nodelay;",
+                                               "deny all;"]
+    assert "limit_req_zone $binary_remote_addr zone=unauthenticated:10m rate=30r/m;" in CONF
+    assert "error_page 403 = /_kaito_error/401;" in server
+    # the 401 is sent from the error page only, after limit_req: never from the rewrite phase
+    code = re.sub(r"#.*", "", CONF)
+    assert len(re.findall(r"return 401", code)) == 1
+    assert [k for k, v in blocks(code, "location").items() if "return 401" in v] == ["= /_kaito_error/401"]
+
+
+def test_the_key_map_is_included_from_the_secret_and_defaults_to_no_key():
+    (body,) = [v for k, v in blocks(CONF, "map").items() if k == "$http_authorization $api_key_id"]
+    assert re.findall(r"\S[^;]*;", body) == ['default "";', "include /keys/api-keys.map;"]
+
+
+def test_logs_hold_no_client_text():
+    (log_format,) = re.findall(r"log_format kaito_aks escape=json (.*?);\n", CONF, re.S)
+    variables = set(re.findall(r"\$(\w+)", log_format))
+    assert variables == {"time_iso8601", "remote_addr", "api_key_id", "kaito_method", "kaito_logged_path", "status",
+                         "body_bytes_sent", "request_time", "upstream_addr", "upstream_status", "request_id"}
+    # the logged path is built from the route (a constant per location) and a fixed list of API paths
+    assert all(re.fullmatch(r"\s*\"~\^\(\?:/_replicas\)\?\(\?:/\[\^/\]\+\)\?(\S+)\$\" (\S+);", line)
+               for line in blocks(CONF, "map")["$uri $kaito_api"].strip().splitlines()[1:])
+    assert re.search(r"^error_log \S+ crit;$", CONF, re.M)
+    assert "limit_req_log_level info;" in CONF
+
+
+def test_every_error_nginx_raises_is_json_and_nothing_redirects():
+    server = server_block(CONF)
+    handled = {int(c) for line in re.findall(r"error_page ([\d ]+) = ", server) for c in line.split()}
+    assert handled >= {400, 403, 404, 405, 408, 411, 413, 414, 429, 494, 500, 501, 502, 503, 504, 505}
+    locations = blocks(CONF, "location")
+    for target in set(re.findall(r"error_page [\d ]+ = (\S+);", server)):
+        (ret,) = re.findall(r"return (\d+) '(.*)';", locations[f"= {target}"])
+        assert "internal;" in locations[f"= {target}"]
+        assert set(json.loads(ret[1].replace("\\'", "'"))["error"]) == {"message", "type", "param", "code"}
+    assert "absolute_redirect off;" in CONF and "types { }" in CONF and "default_type application/json;" in CONF
+    for prefix in [f"/{r.name}" for r in ROUTES] + [f"/_replicas/{r.name}" for r in REPLICAS]:
+        assert "return 404" in locations[f"= {prefix}"], prefix     # no implicit 301 to <prefix>/
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The keys Secret for --manifests users, from the setting's own format
+
+@pytest.fixture(scope="module")
+def prod_plan():
+    return build_plan(load_stack_file("prod"))
+
+
+@pytest.mark.parametrize("raw", [json.dumps([KEY_A, KEY_B]), f"{KEY_A},{KEY_B}", f"{KEY_A}\n{KEY_B}\n"])
+def test_keys_secret_from_the_setting(prod_plan, raw):
+    secret = keys_secret_from_setting(prod_plan, raw)
+    assert secret["kind"] == "Secret" and secret["metadata"]["namespace"] == prod_plan.settings.namespace
+    assert secret["metadata"]["name"] == "kaito-gateway-keys"
+    assert secret["stringData"] == {"api-keys.map": render_keys_map([KEY_A, KEY_B])}
+
+
+@pytest.mark.parametrize("raw", ["${API_KEYS}", "sk-1", "[]", json.dumps(["sk-live-0123456789", None]),
+                                 render_keys_map([KEY_A])])
+def test_keys_secret_refuses_anything_but_real_keys(prod_plan, raw):
+    with pytest.raises(ApiKeysError) as err:
+        keys_secret_from_setting(prod_plan, raw)
+    assert MARK.lower() not in str(err.value).lower()
+
+
+def test_gateway_objects_carry_the_keys_secret_only_when_given(prod_plan):
+    kinds = [o["kind"] for o in gateway.objects(prod_plan)]
+    assert "Secret" not in kinds and kinds[0] == "ConfigMap" and "Deployment" in kinds
+    with_keys = gateway.objects(prod_plan, render_keys_map([KEY_A]))
+    assert [o["kind"] for o in with_keys].count("Secret") == 1
+    annotations = [gateway.rollout_annotations(render_keys_map([k])) for k in (KEY_A, KEY_B)]
+    assert annotations[0] != annotations[1] and MARK.lower() not in json.dumps(annotations).lower()
