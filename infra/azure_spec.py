@@ -84,7 +84,8 @@ def maintenance_configuration_args(plan: Plan) -> list[dict]:
 
 
 def tags(plan: Plan) -> dict[str, str]:
-    return {"managed-by": "kaito-aks", "stack": plan.stack}
+    # kaito-version: the KAITO release the plan sized for (the policy pack and operators read it off the cluster)
+    return {"managed-by": "kaito-aks", "stack": plan.stack, "kaito-version": plan.kaito_version}
 
 
 def gpu_pool_args(r: ReplicaPlan) -> dict:

@@ -33,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--manifests {args.manifests}: can't write there ({err.strerror or err}); name a "
                             "directory that can be created, or an existing empty one") from None
         print(f"wrote {len(written)} manifests to {args.manifests}", file=sys.stderr)
+        if plan.settings.gateway_enabled:
+            print(f"the gateway's API-keys Secret is not written (it holds the keys): python -m infra gateway-secret "
+                  f"--stack {args.stack} --api-keys-env VAR | kubectl apply -f -", file=sys.stderr)
     if args.format == "json":
         print(json.dumps(plan.to_json(), indent=2))
     else:
@@ -67,7 +70,11 @@ def render_table(plan: Plan) -> str:
     line = lambda cells: "  ".join(str(c).ljust(w) if i < len(cells) - 1 else str(c).rjust(w)
                                    for i, (c, w) in enumerate(zip(cells, widths)))
     out = [f"Stack {plan.stack}: KAITO {plan.kaito_version} ({plan.kaito_mode}), "
-           f"cluster {plan.settings.cluster_name} in {plan.settings.cluster.location}", "",
+           f"cluster {plan.settings.cluster_name} in {plan.settings.cluster.location}"]
+    if plan.kaito_version_source != "stack":
+        out.append(f"KAITO version {plan.kaito_version} is {plan.kaito_version_source}. `pulumi up` checks the version "
+                   "the add-on really runs before creating GPU pools; set kaito.version to plan for another")
+    out += ["",
            line(header), line(tuple("-" * w for w in widths))]
     out += [line(row) for row in rows]
     out.append("")

@@ -90,11 +90,15 @@ def inference_config_map(r: ReplicaPlan) -> dict | None:
 
 def workspace(r: ReplicaPlan) -> dict:
     """A KAITO Workspace: `resource` and `inference` at the top level (there is no `.spec`)."""
-    resource: dict[str, Any] = {"labelSelector": {"matchLabels": dict(r.match_labels)}}
-    if r.kaito_version.startswith("0.6"):
-        # 0.6 matches nodes by instance type and runs `count` of them (SIZING.md A4)
-        resource = {"count": r.kaito_count, "instanceType": r.instance_type, **resource}
-    # 0.12 under nodeProvisioner=byo: instanceType must be empty and count is ignored (SIZING.md B3, B7)
+    resource: dict[str, Any] = {}
+    # Node auto-provisioning (the add-on) needs the instance type, and KAITO only counts nodes of that type;
+    # bring-your-own nodes (kaito-aks's Helm path) must leave it empty (docs/kaito-versions.md).
+    if r.workspace_names_instance_type:
+        resource["instanceType"] = r.instance_type
+    # resource.count decides the node count only in 0.6 and for non-vLLM runtimes; the estimator ignores it
+    if r.kaito_count is not None:
+        resource["count"] = r.kaito_count
+    resource["labelSelector"] = {"matchLabels": dict(r.match_labels)}
     preset: dict[str, Any] = {"name": r.preset}
     if r.reference_hf_token:
         preset["presetOptions"] = {"modelAccessSecret": HF_TOKEN_SECRET}
@@ -213,7 +217,9 @@ def model_objects(r: ReplicaPlan, plan: Plan, gateway_pod_labels: dict[str, str]
     return [o for o in objects if o is not None]
 
 
-def all_objects(plan: Plan, hf_token: Any = "${HF_TOKEN}", api_keys: Any = "${API_KEYS}") -> list[dict]:
+def all_objects(plan: Plan, hf_token: Any = "${HF_TOKEN}", api_keys: Any = None) -> list[dict]:
+    """Every Kubernetes object of the stack, in apply order. Without ``api_keys`` (a rendered keys map) the
+    gateway's keys Secret is left out: `python -m infra gateway-secret` renders it from the real keys."""
     from infra import gateway  # the gateway's objects come from its own module
 
     gateway_labels = gateway.pod_labels() if plan.settings.gateway_enabled else None
@@ -237,8 +243,9 @@ def file_name(obj: dict) -> str:
 def write_manifests(plan: Plan, directory: pathlib.Path) -> list[pathlib.Path]:
     """One YAML file per object, numbered in apply order (`kubectl apply -f DIR` applies them in that order).
 
-    Secrets carry ``${HF_TOKEN}`` / ``${API_KEYS}`` placeholders: fill them with e.g.
-    ``envsubst < NN-secret-....yaml | kubectl apply -f -`` or your secret store; never commit the values.
+    The HF token Secret carries a ``${HF_TOKEN}`` placeholder: fill it with e.g. ``envsubst < NN-secret-....yaml |
+    kubectl apply -f -`` or your secret store; never commit the value. The gateway's keys Secret is not written:
+    ``python -m infra gateway-secret --stack S --api-keys-env VAR | kubectl apply -f -`` renders it.
     """
     directory.mkdir(parents=True, exist_ok=True)
     written = []

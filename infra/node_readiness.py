@@ -128,27 +128,35 @@ def judge(nodes: list[Mapping[str, Any]], exp: PoolExpectation) -> Readiness:
         return Readiness(False, f"{pool}: node {_name(node)} advertises {_allocatable_gpus(node)} of "
                                 f"{exp.gpus_per_node} {GPU_RESOURCE} (GPU driver or device plugin not ready)", names)
     if exp.gfd:
-        verdict = _judge_gfd(ready, exp, pool, names)
+        verdict = _judge_gfd(matching, exp, pool, names)
         if verdict is not None:
             return verdict
     return Readiness(True, f"{pool}: {len(ready)} of {exp.count} nodes Ready"
                            + (" with uniform GPU Feature Discovery labels" if exp.gfd else ""), names)
 
 
-def _judge_gfd(ready: list[Mapping[str, Any]], exp: PoolExpectation, pool: str,
+def _gib_label(value: str) -> str:
+    """gpu.memory as KAITO compares it across nodes: rounded to GiB (a label that isn't a number stays as is)."""
+    return str(byo_per_gpu_gib(int(value))) if value.isdigit() else value
+
+
+def _judge_gfd(matching: list[Mapping[str, Any]], exp: PoolExpectation, pool: str,
                names: tuple[str, ...]) -> Readiness | None:
-    """KAITO's BYO sizing reads these labels; its webhook wants them on every node and equal across nodes."""
-    for node in ready:
+    """KAITO's BYO sizing reads these labels; its webhook reads them on every node that matches the selector,
+    Ready or not, and wants product, count and memory (as GiB) equal across them
+    (api/v1beta1/workspace_validation.go @ v0.12.0, "Non-uniform GPU product")."""
+    for node in matching:
         missing = [k for k in (GFD_PRODUCT, GFD_COUNT, GFD_MEMORY) if not _labels(node).get(k)]
         if missing:
             return Readiness(False, f"{pool}: node {_name(node)} has no {', '.join(missing)} label yet "
                                     "(GPU Feature Discovery has not labelled it)", names)
-    for key in (GFD_PRODUCT, GFD_COUNT, GFD_MEMORY):
-        values = sorted({_labels(n)[key] for n in ready})
+    for key, normalize in ((GFD_PRODUCT, str), (GFD_COUNT, str), (GFD_MEMORY, _gib_label)):
+        values = sorted({normalize(_labels(n)[key]) for n in matching})
         if len(values) > 1:
-            return Readiness(False, f"{pool}: nodes disagree on {key} ({', '.join(values)}); KAITO's webhook "
-                                    "rejects non-uniform nodes (waiting for GPU Feature Discovery to relabel)", names)
-    labels = _labels(ready[0])
+            shown = ", ".join(f"{v} GiB" if key == GFD_MEMORY else v for v in values)
+            return Readiness(False, f"{pool}: nodes disagree on {key} ({shown}); KAITO's webhook rejects "
+                                    "non-uniform nodes (waiting for GPU Feature Discovery to relabel)", names)
+    labels = _labels(matching[0])
     if labels[GFD_COUNT] != str(exp.gpus_per_node):
         return Readiness(False, f"{pool}: nodes report {GFD_COUNT}={labels[GFD_COUNT]}, the plan sized "
                                 f"{exp.gpus_per_node} GPUs per node", names, mismatch=True)

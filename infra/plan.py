@@ -11,15 +11,17 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
-from infra.catalog import Catalog, KaitoRelease, ModelFacts, load_catalog
+from infra.catalog import Catalog, KaitoRelease, ModelFacts, UnknownKaitoVersion, load_catalog
 from infra import names
 from infra.errors import UserError
-from infra.models import ResolveError, ResolvedModel, resolve
+from infra.models import Resolution, ResolveError, ResolvedModel, resolve
 from infra.settings import PROJECT, ModelSettings, Settings
 from infra.sizing import Decision, Option, SizingError, SizingRequest, check_explicit, choose
 
+KaitoMode = Literal["addon", "helm"]
+PoolOwner = Literal["kaito-aks", "kaito"]
 HOURS_PER_MONTH = 730
 WORKSPACE_LABEL = "kaito-aks/workspace"  # our node/selector label: unique per Workspace, not KAITO-reserved
 MIN_OS_DISK_GIB = 128
@@ -51,13 +53,16 @@ class ReplicaPlan:
     preset: str                   # Workspace inference.preset.name
     hf_id: str
     served_model: str             # what GET /v1/models will list
-    resolution: str               # "preset" | "catalog" | "generic-hf"
+    resolution: Resolution        # registered preset, catalog model (0.11+), or any Hugging Face id (0.9+)
     runtime: str
-    kaito_mode: str
+    kaito_mode: KaitoMode
     kaito_version: str
     instance_type: str
     nodes: int                    # pool node count (what is paid for)
-    kaito_count: int | None       # Workspace resource.count (0.6); None: omitted (0.12 ignores it)
+    kaito_count: int | None       # Workspace resource.count (0.6; transformers); None: omitted (the estimator decides)
+    workspace_names_instance_type: bool   # node auto-provisioning needs it; bring-your-own nodes forbid it
+    pool_owner: PoolOwner         # who creates the GPU nodes: kaito-aks (one pool per replica) or KAITO itself
+    nodes_carry_workspace_labels: bool    # kaito.sh/workspace[namespace] on the nodes (KAITO 0.11+ reuse, BYO)
     gpus_per_node: int
     multi_node: bool
     parallelism: str
@@ -95,9 +100,10 @@ class ReplicaPlan:
     def node_labels(self) -> dict[str, str]:
         """Labels the GPU pool's nodes carry so that KAITO counts them as this Workspace's own."""
         labels = {**self.match_labels, "accelerator": "nvidia"}
-        if self.kaito_version.startswith("0.12"):
+        if self.nodes_carry_workspace_labels:
             labels["kaito.sh/workspace"] = self.workspace
             labels["kaito.sh/workspacenamespace"] = self.namespace
+        if self.kaito_mode == "helm":      # bring-your-own nodes: KAITO sizes from GPU Feature Discovery labels
             labels.update(self.gfd_labels)
         return labels
 
@@ -135,10 +141,12 @@ class ReplicaPlan:
 class Plan:
     stack: str
     settings: Settings
-    kaito_mode: str
+    kaito_mode: KaitoMode
     kaito_version: str
     replicas: tuple[ReplicaPlan, ...]
     price_source: str
+    kaito_version_source: str = "stack"      # "stack", or "assumed: <evidence>" for the add-on's default
+    release: KaitoRelease | None = None      # the rules the plan followed
 
     @property
     def usd_per_hour(self) -> float:
@@ -179,7 +187,8 @@ class Plan:
         """The documented, stable JSON shape (README "Plan JSON")."""
         return {
             "stack": self.stack,
-            "kaito": {"mode": self.kaito_mode, "version": self.kaito_version},
+            "kaito": {"mode": self.kaito_mode, "version": self.kaito_version,
+                      "version_source": self.kaito_version_source},
             "models": [
                 {
                     "name": r.model_name,
@@ -222,12 +231,39 @@ class Plan:
 
 # ---------------------------------------------------------------------------------------------------------
 
+def kaito_release(settings: Settings, catalog: Catalog) -> tuple[KaitoRelease, str]:
+    """The KAITO release whose rules the plan follows, and where that choice comes from.
+
+    Helm mode: the chart version the stack pins, else the catalog's default. Add-on mode: the version the stack says
+    the add-on runs, else the newest version there is evidence for (assumed, and checked against the cluster by the
+    version gate before anything GPU-priced is created).
+    """
+    mode, version = settings.kaito.mode, settings.kaito.version
+    key = f"{PROJECT}:kaito.version"
+    if version is None:
+        if mode == "helm":
+            return catalog.release(catalog.default_helm_version), "stack"
+        addon = catalog.addon_default
+        assert addon is not None, "infra/catalog/kaito.yaml names no add-on default"
+        return catalog.release(addon.version), f"assumed: {addon.source}"
+    try:
+        release = catalog.release(version)
+    except UnknownKaitoVersion as err:
+        raise UserError(f"{key}: {err}") from None
+    if mode == "helm" and not release.helm_byo:
+        usable = ", ".join(v for v in catalog.known_versions if catalog.releases[v].helm_byo)
+        raise UserError(
+            f"{key}: kaito.mode=helm installs KAITO with bring-your-own nodes sized from GPU Feature Discovery labels, "
+            f"which KAITO {version} doesn't support correctly; use one of {usable}, or kaito.mode=addon")
+    return release, "stack"
+
+
 def build_plan(settings: Settings, catalog: Catalog | None = None) -> Plan:
     """Decide everything for ``settings``; raise :class:`UserError` listing every problem found."""
     catalog = catalog or load_catalog()
     mode = settings.kaito.mode
-    version = settings.kaito.effective_version
-    release = catalog.release(version)
+    release, version_source = kaito_release(settings, catalog)
+    version = release.version
     problems: list[str] = _stack_problems(settings)
     replicas: list[ReplicaPlan] = []
     for index, model in enumerate(settings.models):
@@ -236,7 +272,8 @@ def build_plan(settings: Settings, catalog: Catalog | None = None) -> Plan:
         except _ModelProblems as err:
             problems.extend(err.lines)
     problems.extend(_pool_name_clashes(replicas))
-    plan = Plan(settings.stack, settings, mode, version, tuple(replicas), catalog.price_source)
+    plan = Plan(settings.stack, settings, mode, version, tuple(replicas), catalog.price_source,
+                kaito_version_source=version_source, release=release)
     if not problems:
         problems.extend(_budget_problems(settings, plan))
     if problems:
@@ -257,7 +294,7 @@ def _plan_model(settings: Settings, index: int, model: ModelSettings, release: K
         resolved = resolve(model.model, release, catalog, user_facts)
     except ResolveError as err:
         raise _ModelProblems([f"{key}.model: {err}"]) from None
-    problems = _model_problems(settings, key, model, resolved, release) + _name_problems(settings, key, model)
+    problems = _model_problems(settings, key, model, resolved, release, catalog) + _name_problems(settings, key, model)
     if problems:
         raise _ModelProblems(problems)
     request = SizingRequest(
@@ -326,8 +363,13 @@ def _facts_from_settings(model: ModelSettings) -> ModelFacts | None:
                       head_dim=f.head_dim, context_limit=f.context_limit, gated=f.gated, source="stack settings")
 
 
+def _first_with(catalog: Catalog, capability: str) -> str:
+    """The first KAITO release that has a (boolean) capability."""
+    return next(v for v in catalog.known_versions if getattr(catalog.releases[v], capability))
+
+
 def _model_problems(settings: Settings, key: str, model: ModelSettings, resolved: ResolvedModel,
-                    release: KaitoRelease) -> list[str]:
+                    release: KaitoRelease, catalog: Catalog) -> list[str]:
     problems = []
     if model.runtime not in resolved.runtimes:
         problems.append(
@@ -346,7 +388,8 @@ def _model_problems(settings: Settings, key: str, model: ModelSettings, resolved
     if model.spot and not release.spot_toleration:
         problems.append(
             f"{key}.spot: KAITO {release.version}'s inference pods don't tolerate AKS's spot taint "
-            "(kubernetes.azure.com/scalesetpriority=spot); use spot: false, or kaito.mode=helm (0.12)"
+            f"(kubernetes.azure.com/scalesetpriority=spot; KAITO {_first_with(catalog, 'spot_toleration')} and later "
+            "do); use spot: false, or kaito.mode=helm"
         )
     if resolved.gated and "hfToken" not in settings.secrets_set:
         problems.append(
@@ -365,6 +408,7 @@ def _replica(settings: Settings, index: int, model: ModelSettings, resolved: Res
     chosen: Option = decision.chosen
     size = catalog.sizes[chosen.instance_type]
     workspace = names.workspace_name(model.name, replica)
+    byo = settings.kaito.mode == "helm"    # kaito-aks installs KAITO with bring-your-own nodes
     disk = resolved.disk_gib + IMAGE_SPACE_GIB
     os_disk = min(MAX_OS_DISK_GIB, max(MIN_OS_DISK_GIB, math.ceil(disk / 64) * 64))
     vllm_values: dict[str, Any] = {}
@@ -392,10 +436,13 @@ def _replica(settings: Settings, index: int, model: ModelSettings, resolved: Res
         resolution=resolved.path,
         runtime=model.runtime,
         kaito_mode=settings.kaito.mode,
-        kaito_version=settings.kaito.effective_version,
+        kaito_version=release.version,
         instance_type=chosen.instance_type,
         nodes=chosen.nodes,
         kaito_count=chosen.kaito_count,
+        workspace_names_instance_type=byo is False,
+        pool_owner="kaito-aks" if byo or release.reuses_pre_created_nodes else "kaito",
+        nodes_carry_workspace_labels=byo or release.nodes_need_workspace_labels,
         gpus_per_node=chosen.gpus_per_node,
         multi_node=chosen.multi_node,
         parallelism=chosen.parallelism,

@@ -43,8 +43,6 @@ from infra.stack_yaml import load_yaml_mapping
 PROJECT = "kaito-aks"
 PROJECT_DIR = pathlib.Path(__file__).resolve().parent.parent
 SECRET_KEYS = ("hfToken", "apiKeys")
-DEFAULT_HELM_VERSION = "0.12.0"
-ADDON_VERSION = "0.6.0"  # what the AKS add-on runs (MS Learn, 2025-09); rules hold for 0.6.0-0.6.2
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")        # always used with fullmatch
 # Hugging Face repo ids: ASCII letters, digits, '-', '_', '.'; no '--' or '..'; not starting or ending with '-' or
@@ -210,7 +208,9 @@ class ClusterSettings(_Settings):
 
 class KaitoSettings(_Settings):
     mode: Literal["addon", "helm"] = "addon"
-    version: str | None = Field(None, description="helm only: KAITO chart version; default 0.12.0")
+    version: str | None = Field(None, description=(
+        "the KAITO release the plan follows: helm, the chart installed; addon, the version the add-on runs "
+        "(default: infra/catalog/kaito.yaml)"))
     provisioner_identity: bool | None = Field(None, description="removed: refused with the reason (see the validator)")
 
     @field_validator("provisioner_identity")
@@ -228,28 +228,8 @@ class KaitoSettings(_Settings):
     @classmethod
     def _version_shape(cls, v: str | None) -> str | None:
         if v is not None and not re.fullmatch(r"\d{1,3}\.\d{1,3}\.\d{1,3}", v):
-            raise ValueError(f"{bounded_repr(v)} is not a KAITO release version like 0.12.0")
+            raise ValueError(f"{bounded_repr(v)} is not a KAITO release version (MAJOR.MINOR.PATCH)")
         return v
-
-    @model_validator(mode="after")
-    def _version_fits_mode(self) -> "KaitoSettings":
-        if self.mode == "addon" and self.version not in (None,) and not self.version.startswith("0.6."):
-            raise ValueError(
-                f"version: the AKS add-on runs KAITO {ADDON_VERSION} (0.6.x) and cannot be pinned to "
-                f"{self.version}; remove kaito.version, or set kaito.mode=helm to install {self.version}"
-            )
-        if self.mode == "helm" and self.version is not None and not re.fullmatch(r"0\.12\.\d+", self.version):
-            raise ValueError(
-                f"version: kaito-aks knows KAITO's rules for 0.12.x on the Helm path, not {self.version}; "
-                f"use {DEFAULT_HELM_VERSION}"
-            )
-        return self
-
-    @property
-    def effective_version(self) -> str:
-        if self.mode == "addon":
-            return ADDON_VERSION
-        return self.version or DEFAULT_HELM_VERSION
 
 
 class ModelFactsSettings(_Settings):
@@ -346,6 +326,8 @@ class GatewaySettings(_Settings):
     enabled: bool | None = Field(None, description="authenticated nginx gateway; default on when production")
     replicas: int = Field(2, ge=1, le=10)
     rate_limit_per_minute: int = Field(600, ge=1, le=1_000_000, description="per API key")
+    unauthenticated_per_minute: int = Field(60, ge=1, le=100_000,
+                                            description="requests without a valid key, per client address")
     max_body_kib: int = Field(1024, ge=1, le=1024 * 1024, description="largest request body")
     read_timeout_seconds: int = Field(600, ge=1, le=86_400, description="longest generation the gateway waits for")
 

@@ -5,29 +5,31 @@ For one model replica and a KAITO release line, :func:`evaluate` says for any Az
 can physically *run* the model there, and if so with how many nodes and at what cost. :func:`choose` picks
 the cheapest feasible size; :func:`check_explicit` validates a size the stack names.
 
-The rules are transcribed from KAITO's Go code (../shared/kaito/SIZING.md):
+The rules are transcribed from KAITO's Go code (docs/kaito-sizing.md has them with their upstream lines); the
+release says which apply (``release.sizing``):
 
-- KAITO 0.6 (AKS add-on, part A): the webhook's GPU-count / per-GPU / total-memory checks against the preset's
-  requirements (A3.3), the number of pods ``min(count, ceil(Treq / M))`` (A5), multi-node only for
-  distributed presets under vLLM, ``max-model-len`` required for ``count > 1`` or small multi-GPU SKUs (A3.4).
-  KAITO 0.6 accepts sizes that leave vLLM no room (mistral-7b on one 16 GiB T4), so the 0.12 estimator's
-  memory model, with 0.6's own ``--gpu-memory-utilization``, is applied as the physical-fit test.
-- KAITO 0.12 (Helm, part B): the node estimator (B4) decides the node count from weights, KV cache bytes per
-  token and max-model-len; ``resource.count`` is ignored. kaito-aks runs 0.12 with ``nodeProvisioner=byo``,
-  where the estimator reads per-GPU memory from GPU Feature Discovery's node label (MiB, rounded half-up to
-  GiB) instead of the SKU table; ``memory_source`` selects which.
+- ``kaito-0.6-webhook`` (KAITO 0.6): the webhook's GPU-count / per-GPU / total-memory checks against the preset's
+  requirements, the number of pods ``min(count, ceil(Treq / M))``, multi-node only for distributed presets under
+  vLLM, ``max-model-len`` required for ``count > 1`` or small multi-GPU SKUs. KAITO 0.6 accepts sizes that leave vLLM
+  no room (mistral-7b on one 16 GiB T4), so the estimator's memory model, with 0.6's own
+  ``--gpu-memory-utilization``, is applied as the physical-fit test.
+- ``estimator`` (KAITO 0.7+): the node estimator decides the node count from weights, KV cache bytes per token and
+  max-model-len; ``resource.count`` is ignored. Its constants are the release's (the /1.05 weight overhead arrives
+  in 0.11; before 0.11 a non-distributed preset may not span nodes). Under bring-your-own nodes KAITO reads per-GPU
+  memory from GPU Feature Discovery's node label (MiB, rounded half-up to GiB) instead of the SKU table;
+  ``memory_source`` selects which.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
 
-from infra.catalog import AzureGpuSize, Catalog, KaitoRelease, KaitoSku, ModelFacts, PresetV06
+from infra.catalog import AzureGpuSize, Catalog, EstimatorConstants, KaitoRelease, KaitoSku, ModelFacts, Preset
 from infra.models import ResolvedModel
 
 GIB = 1024**3
 MAX_NODES = 16                 # pools larger than this are not a sensible single replica
-V06_SMALL_GPU_GIB = 20         # A3.4: multi-GPU SKUs below this per-GPU memory need an explicit max-model-len
+V06_SMALL_GPU_GIB = 20         # KAITO 0.6: multi-GPU SKUs below this per-GPU memory need an explicit max-model-len
 
 
 class SizingError(ValueError):
@@ -45,12 +47,14 @@ class SizingRequest:
     spot: bool = False
 
     @property
+    def effective_dtype(self) -> str:
+        """The --dtype vLLM will run with: the stack's, else KAITO's for this model."""
+        return self.dtype or self.model.kaito_dtype
+
+    @property
     def sizing_context(self) -> int:
         """The context length the memory rules are evaluated at."""
-        if self.max_model_len:
-            return self.max_model_len
-        est = self.release.estimator
-        return est.default_max_model_len if est else 2048
+        return self.max_model_len or self.release.memory_model.default_max_model_len
 
 
 @dataclass(frozen=True)
@@ -90,10 +94,10 @@ class Decision:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# KAITO 0.12's node estimator (pkg/workspace/estimator/nodesestimator/estimator.go; SIZING.md B4)
+# KAITO's node estimator (0.7+: pkg/workspace/estimator/.../estimator.go; docs/kaito-sizing.md)
 
-class TooSmall(ValueError):
-    pass
+class TooSmallError(ValueError):
+    """One GPU can't hold the estimator's fixed reserve."""
 
 
 def estimator_nodes(
@@ -101,32 +105,33 @@ def estimator_nodes(
     per_gpu_gib: float,
     gpus_per_node: int,
     max_model_len: int,
-    gpu_memory_utilization: float = 0.84,
-    weight_expansion: float = 1.02,
-    base_overhead_gib: float = 2.3,
-    overhead_weight_factor: float = 0.05,
+    est: EstimatorConstants,
+    gpu_memory_utilization: float | None = None,
 ) -> int:
-    """Nodes KAITO 0.12 targets for ``facts`` on a node of ``gpus_per_node`` GPUs of ``per_gpu_gib`` each.
+    """Nodes KAITO's estimator targets for ``facts`` on nodes of ``gpus_per_node`` GPUs of ``per_gpu_gib`` each.
 
-    Raises :class:`TooSmall` when one GPU can't even hold the fixed reserve (KAITO errors the same way).
+    ``gpu_memory_utilization`` replaces the estimator's own (for the physical fit at another value).
+    Raises :class:`TooSmallError` when one GPU can't even hold the fixed reserve (KAITO errors the same way).
     """
-    model_size = facts.weights_gib * GIB * weight_expansion
-    avail = per_gpu_gib * GIB * gpu_memory_utilization
-    fixed = base_overhead_gib * GIB + (max_model_len * facts.kv_cache_bytes_per_token) / gpus_per_node
+    util = est.gpu_memory_utilization if gpu_memory_utilization is None else gpu_memory_utilization
+    model_size = facts.weights_gib * GIB * est.weight_expansion_factor
+    avail = per_gpu_gib * GIB * util
+    fixed = est.base_overhead_gib * GIB + (max_model_len * facts.kv_cache_bytes_per_token) / gpus_per_node
     if avail <= fixed:
-        raise TooSmall(
+        raise TooSmallError(
             f"{per_gpu_gib:g} GiB per GPU can't hold the {fixed / GIB:.1f} GiB fixed reserve "
             f"(CUDA overhead + KV cache for {max_model_len} tokens)"
         )
-    avail_per_gpu = (avail - fixed) / (1 + overhead_weight_factor)
+    avail_per_gpu = (avail - fixed) / (1 + est.overhead_weight_factor)
     min_gpus = int(model_size / avail_per_gpu) + 1   # floor + 1, as KAITO does (not ceil)
     return math.ceil(min_gpus / gpus_per_node)
 
 
-def memory_need_gib(facts: ModelFacts, gpus: int, gpus_per_node: int, max_model_len: int) -> float:
+def memory_need_gib(facts: ModelFacts, gpus: int, gpus_per_node: int, max_model_len: int,
+                    est: EstimatorConstants) -> float:
     """GPU memory a deployment needs, for display: loaded weights + per-GPU overhead + KV cache."""
     kv = max_model_len * facts.kv_cache_bytes_per_token / GIB
-    return facts.weights_gib * 1.02 + gpus * 2.3 + kv * (gpus / gpus_per_node)
+    return facts.weights_gib * est.weight_expansion_factor + gpus * est.base_overhead_gib + kv * (gpus / gpus_per_node)
 
 
 def v06_gpu_memory_utilization(per_gpu_gib: int) -> float:
@@ -160,15 +165,21 @@ def evaluate(req: SizingRequest, size: AzureGpuSize) -> Option:
         return Option(name, False, "no East US price in the SKU catalog, so its cost can't be planned")
     if req.spot and not release.spot_toleration:
         return Option(name, False, f"KAITO {release.version}'s pods don't tolerate AKS's spot taint")
-    if req.dtype == "bfloat16" and (size.compute_capability or 0) < 8.0:
-        return Option(name, False, f"{size.gpu_model} (compute capability {size.compute_capability}) has no bfloat16")
-    if release.line == "0.6":
+    if (size.compute_capability or 0) < release.min_compute_capability:
+        return Option(name, False, f"{size.gpu_model} (compute capability {size.compute_capability}) doesn't run "
+                                   f"KAITO {release.version}'s vLLM (its FlashInfer attention crashes below "
+                                   f"{release.min_compute_capability:g}: kaito-project/kaito#2114)")
+    if req.effective_dtype == "bfloat16" and (size.compute_capability or 0) < 8.0:
+        who = "the stack's dtype" if req.dtype else f"KAITO {release.version} runs {req.model.preset} with --dtype bfloat16"
+        return Option(name, False, f"{size.gpu_model} (compute capability {size.compute_capability}) has no bfloat16, "
+                                   f"and {who}" + ("" if req.dtype else "; set dtype: float16 to use it"))
+    if release.sizing == "kaito-0.6-webhook":
         return _evaluate_v06(req, size, kaito_sku)
-    return _evaluate_v012(req, size, kaito_sku)
+    return _evaluate_estimator(req, size, kaito_sku)
 
 
 def _not_in_table(size: AzureGpuSize, release: KaitoRelease) -> str:
-    if release.line == "0.12":
+    if release.has_estimator:
         cc = size.compute_capability
         why = f" (compute capability {cc} < 8.0)" if cc is not None and cc < 8.0 else ""
         return (f"not in KAITO {release.version}'s SKU table{why}: its Workspace would never get a node count "
@@ -179,7 +190,7 @@ def _not_in_table(size: AzureGpuSize, release: KaitoRelease) -> str:
 
 @dataclass(frozen=True)
 class V06Placement:
-    """What KAITO 0.6 itself does with a preset on a SKU (SIZING.md A3.3, A3.4, A5), before physics."""
+    """What KAITO 0.6 itself does with a preset on a SKU (webhook checks and placement), before physics."""
 
     accepted: bool
     why: str = ""
@@ -190,17 +201,19 @@ class V06Placement:
     max_model_len_required: bool = False
 
 
-def kaito_v06_placement(preset: PresetV06, sku: KaitoSku, runtime: str) -> V06Placement:
+def kaito_v06_placement(preset: Preset, sku: KaitoSku, runtime: str) -> V06Placement:
     g, m = sku.gpus, sku.total_gpu_memory_gib
     per_gpu = m // g
-    if per_gpu < preset.per_gpu_memory_gib:
-        return V06Placement(False, f"{per_gpu} GiB per GPU < the {preset.per_gpu_memory_gib:g} GiB per GPU "
+    need = preset.webhook
+    assert need is not None, "KAITO 0.6 placement needs the preset's webhook requirements"
+    if per_gpu < need.per_gpu_memory_gib:
+        return V06Placement(False, f"{per_gpu} GiB per GPU < the {need.per_gpu_memory_gib:g} GiB per GPU "
                                    f"KAITO 0.6 requires for {preset.name}")
-    if preset.distributed and preset.total_gpu_memory_gib > m and runtime == "transformers":
+    if preset.distributed and need.total_gpu_memory_gib > m and runtime == "transformers":
         return V06Placement(False, "too big for one node, and multi-node inference needs the vLLM runtime")
     # the smallest resource.count that passes checks 1 (GPU count) and 3 (total memory)
-    count = max(1, math.ceil(preset.gpus / g), math.ceil(preset.total_gpu_memory_gib / m))
-    pods = min(count, math.ceil(preset.total_gpu_memory_gib / m))
+    count = max(1, math.ceil(need.gpus / g), math.ceil(need.total_gpu_memory_gib / m))
+    pods = min(count, math.ceil(need.total_gpu_memory_gib / m))
     multi = preset.distributed and runtime == "vllm" and pods > 1
     return V06Placement(
         True, count=count, pods=pods, multi_node=multi, no_fit=pods > 1 and not multi,
@@ -209,8 +222,9 @@ def kaito_v06_placement(preset: PresetV06, sku: KaitoSku, runtime: str) -> V06Pl
 
 
 def _evaluate_v06(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Option:
-    preset = req.model.preset_v06
-    assert preset is not None, "KAITO 0.6 sizing needs a 0.6 preset"
+    preset = req.model.spec
+    assert preset is not None and preset.webhook is not None, "KAITO 0.6 sizing needs a 0.6 preset"
+    webhook = preset.webhook
     name, g, m = size.name, sku.gpus, sku.total_gpu_memory_gib
     placement = kaito_v06_placement(preset, sku, req.runtime)
     if not placement.accepted:
@@ -220,12 +234,12 @@ def _evaluate_v06(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Opti
         return Option(name, False, f"would need {count} nodes (more than {MAX_NODES})")
     if placement.no_fit:
         return Option(name, False, f"KAITO would run {pods} independent replicas, each on one node with "
-                                   f"{m} GiB < the {preset.total_gpu_memory_gib:g} GiB {preset.name} needs (not distributed)")
+                                   f"{m} GiB < the {webhook.total_gpu_memory_gib:g} GiB {preset.name} needs (not distributed)")
     tp = g if preset.tensor_parallel else 1
     price = size.usd_per_hour * count
     base = Option(
         name, True, "", nodes=count, kaito_count=count, pods=pods, gpus_per_node=g, usd_per_hour=round(price, 4),
-        gpu_memory_required_gib=float(preset.total_gpu_memory_gib), gpu_memory_available_gib=float(count * m),
+        gpu_memory_required_gib=float(webhook.total_gpu_memory_gib), gpu_memory_available_gib=float(count * m),
         max_model_len_required=placement.max_model_len_required, multi_node=multi,
         parallelism=f"TP={tp} x PP={pods} (Ray)" if multi else f"TP={tp}",
     )
@@ -237,8 +251,9 @@ def _evaluate_v06(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Opti
         gpus_used = tp if not multi else g
         util = override if override is not None else v06_gpu_memory_utilization(m // g)
         try:
-            need = estimator_nodes(facts, m / g, gpus_used, req.sizing_context, gpu_memory_utilization=util)
-        except TooSmall as err:
+            need = estimator_nodes(facts, m / g, gpus_used, req.sizing_context, req.release.memory_model,
+                                   gpu_memory_utilization=util)
+        except TooSmallError as err:
             return replace(base, feasible=False, why=f"KAITO {req.release.version} accepts it, but {err}")
         if need > pods:
             return replace(base, feasible=False, why=(
@@ -246,15 +261,17 @@ def _evaluate_v06(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Opti
                 f"+ KV cache for {req.sizing_context} tokens need {need} node(s) of this size at "
                 f"--gpu-memory-utilization {util}, and KAITO uses {pods}"))
         base = replace(base, gpu_memory_required_gib=round(max(
-            preset.total_gpu_memory_gib, memory_need_gib(facts, gpus_used * pods, gpus_used, req.sizing_context)), 2))
+            webhook.total_gpu_memory_gib,
+            memory_need_gib(facts, gpus_used * pods, gpus_used, req.sizing_context, req.release.memory_model)), 2))
     idle = f"; {count - pods} node(s) idle (KAITO's GPU-count rule)" if count > pods else ""
     return replace(base, why=f"{count} x {name}, {base.parallelism}{idle}")
 
 
-def _evaluate_v012(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Option:
+def _evaluate_estimator(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Option:
     facts = req.model.facts
-    assert facts is not None, "KAITO 0.12 sizing needs the model's facts"
-    est = req.release.estimator
+    assert facts is not None, "estimator sizing needs the model's facts"
+    release = req.release
+    est = release.memory_model
     name, g = size.name, sku.gpus
     if req.memory_source == "node-labels":
         if size.nvml_memory_mib is None:
@@ -264,25 +281,32 @@ def _evaluate_v012(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Opt
     else:
         per_gpu = sku.total_gpu_memory_gib / g
     try:
-        nodes = estimator_nodes(
-            facts, per_gpu, g, req.sizing_context,
-            gpu_memory_utilization=est.gpu_memory_utilization, weight_expansion=est.weight_expansion_factor,
-            base_overhead_gib=est.base_overhead_gib, overhead_weight_factor=est.overhead_weight_factor,
-        )
-    except TooSmall as err:
+        nodes = estimator_nodes(facts, per_gpu, g, req.sizing_context, est)
+    except TooSmallError as err:
         return Option(name, False, f"KAITO's estimator rejects it: {err}")
     if nodes > MAX_NODES:
         return Option(name, False, f"KAITO's estimator targets {nodes} nodes (more than {MAX_NODES})")
-    override = _headroom(size, req)
-    if override is not None and req.runtime == "vllm":
-        # KAITO places the model by its own 0.84; vLLM must then also fit at the GPU's lower utilization
+    preset = req.model.preset
+    if nodes > 1 and est.multi_node_needs_distributed_preset and not req.model.distributed:
+        return Option(name, False, f"KAITO's estimator needs {nodes} nodes of it, and KAITO {release.version} "
+                                   f"refuses to spread {preset} over nodes (not a distributed preset)")
+    if not req.model.tensor_parallel:
+        # the preset disables tensor parallelism: one GPU must hold it (the estimator's single-GPU error)
         try:
-            need = estimator_nodes(
-                facts, per_gpu, g, req.sizing_context,
-                gpu_memory_utilization=override, weight_expansion=est.weight_expansion_factor,
-                base_overhead_gib=est.base_overhead_gib, overhead_weight_factor=est.overhead_weight_factor,
-            )
-        except TooSmall as err:
+            one_gpu = estimator_nodes(facts, per_gpu, 1, req.sizing_context, est)
+        except TooSmallError as err:
+            one_gpu, why = 2, str(err)
+        else:
+            why = f"it needs {one_gpu} GPUs"
+        if one_gpu > 1:
+            return Option(name, False, f"{preset} disables tensor parallelism, so one {per_gpu:g} GiB GPU must "
+                                       f"hold it, and {why}")
+    override = _headroom(size, req)
+    if override is not None:
+        # KAITO places the model by its own utilization; vLLM must then also fit at the GPU's lower one
+        try:
+            need = estimator_nodes(facts, per_gpu, g, req.sizing_context, est, gpu_memory_utilization=override)
+        except TooSmallError as err:
             return Option(name, False, f"KAITO's estimator accepts it at {est.gpu_memory_utilization}, but "
                                        f"{size.gpu_model} needs --gpu-memory-utilization {override}, where {err}")
         if need > nodes:
@@ -297,17 +321,20 @@ def _evaluate_v012(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Opt
     multi = nodes > 1
     if multi:
         parallelism = f"TP={g} x PP={nodes} (Ray)"
+    elif g > 1 and not req.model.tensor_parallel:
+        parallelism = "TP=1"
     elif g > 1 and facts.weights_gib * g * 2 < node_gib:
         parallelism = f"DP={g}"          # model under half a GPU: one copy per GPU (configureParallelism)
     else:
         parallelism = f"TP={g}"
     price = size.usd_per_hour * nodes
     return Option(
-        name, True, f"{nodes} x {name}, {parallelism}", nodes=nodes, kaito_count=None, pods=nodes,
-        gpus_per_node=g, usd_per_hour=round(price, 4),
-        gpu_memory_required_gib=round(memory_need_gib(facts, nodes * g, g, req.sizing_context), 2),
+        name, True, f"{nodes} x {name}, {parallelism}", nodes=nodes,
+        kaito_count=1 if req.runtime == "transformers" else None,   # non-vLLM runtimes take resource.count
+        pods=nodes, gpus_per_node=g, usd_per_hour=round(price, 4),
+        gpu_memory_required_gib=round(memory_need_gib(facts, nodes * g, g, req.sizing_context, est), 2),
         gpu_memory_available_gib=round(nodes * node_gib, 2), multi_node=multi, parallelism=parallelism,
-        gpu_memory_utilization=override if req.runtime == "vllm" else None,
+        gpu_memory_utilization=override,
     )
 
 

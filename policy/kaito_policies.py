@@ -152,16 +152,20 @@ def _catalog() -> Optional["Catalog"]:
 
 
 def kaito_line(resources: Iterable[PolicyResource], catalog: "Catalog") -> Optional[str]:
-    """The KAITO release line the stack installs: its Helm chart's version, or the AKS add-on's line."""
+    """The KAITO release the stack runs: its Helm chart's version, or the version the plan sized the AKS add-on for
+    (the cluster's `kaito-version` tag; the program checks it against the running add-on). None when unknown: the
+    policy then judges across every release."""
     resources = list(resources)
     for r in resources:
         if r.resource_type == HELM_RELEASE and _get(r.props, "chart") == "workspace":
-            line = ".".join(str(_get(r.props, "version", default="")).split(".")[:2])
-            if line in catalog.releases:
-                return line
-    if any(MANAGED_CLUSTER.match(r.resource_type) and _is_true(_get(r.props, "aiToolchainOperatorProfile", "enabled"))
-           for r in resources):
-        return next((line for line, rel in catalog.releases.items() if rel.deploy == "addon"), None)
+            version = str(_get(r.props, "version", default=""))
+            if version in catalog.releases:
+                return version
+    for r in resources:
+        if MANAGED_CLUSTER.match(r.resource_type) and _is_true(_get(r.props, "aiToolchainOperatorProfile", "enabled")):
+            version = str(_get(r.props, "tags", "kaito-version", default=""))
+            if version in catalog.releases:
+                return version
     return None
 
 

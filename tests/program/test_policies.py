@@ -172,12 +172,13 @@ def needs_token(workspace_name: str, preset: str, kaito: str) -> str:
 
 
 HELM_012: Record = (RELEASE, "kaito-workspace", {"chart": "workspace", "version": "0.12.0"}, policy_opts())
-ADDON_06: Record = (AKS, "cluster-aks", {"aiToolchainOperatorProfile": {"enabled": True}}, policy_opts())
+ADDON_06: Record = (AKS, "cluster-aks", {"aiToolchainOperatorProfile": {"enabled": True},
+                                         "tags": {"kaito-version": "0.6.0"}}, policy_opts())
 
 
 @pytest.mark.parametrize("records, expected", [
     ([HELM_012, workspace("llama-8b", "llama-3.1-8b-instruct")],
-     needs_token("llama-8b", "llama-3.1-8b-instruct", "KAITO 0.12")),
+     needs_token("llama-8b", "llama-3.1-8b-instruct", "KAITO 0.12.0")),
     ([HELM_012, workspace("llama-8b", "llama-3.1-8b-instruct", "hf-token")],
      "Workspace llm/llama-8b references Secret 'hf-token', but the stack has no Secret llm/hf-token with key HF_TOKEN"),
     ([HELM_012, workspace("llama-8b", "llama-3.1-8b-instruct", "hf-token"), token_secret(ns="other")],
@@ -186,16 +187,16 @@ ADDON_06: Record = (AKS, "cluster-aks", {"aiToolchainOperatorProfile": {"enabled
      "Workspace llm/llama-8b references Secret 'hf-token', but the stack has no Secret llm/hf-token with key HF_TOKEN"),
     # the same preset name, two KAITO lines: 0.12 downloads the gated repo, 0.6's image packages the weights
     ([HELM_012, workspace("mistral", "mistral-7b")],
-     needs_token("mistral", "mistral-7b", "KAITO 0.12")),
+     needs_token("mistral", "mistral-7b", "KAITO 0.12.0")),
     ([ADDON_06, workspace("mistral", "mistral-7b", "hf-token"), token_secret()],
-     "Workspace llm/mistral sets modelAccessSecret, which KAITO 0.6 rejects for preset 'mistral-7b' "
+     "Workspace llm/mistral sets modelAccessSecret, which KAITO 0.6.0 rejects for preset 'mistral-7b' "
      "(its image packages the weights)"),
     # not gated, but KAITO 0.6 downloads DeepSeek-R1 at runtime and requires the secret
     ([ADDON_06, workspace("r1", "deepseek-r1-0528")],
-     needs_token("r1", "deepseek-r1-0528", "KAITO 0.6")),
+     needs_token("r1", "deepseek-r1-0528", "KAITO 0.6.0")),
     # a Hugging Face id outside the catalog: the gated families decide
     ([HELM_012, workspace("scout", "meta-llama/Llama-4-Scout-17B-16E-Instruct")],
-     needs_token("scout", "meta-llama/Llama-4-Scout-17B-16E-Instruct", "KAITO 0.12")),
+     needs_token("scout", "meta-llama/Llama-4-Scout-17B-16E-Instruct", "KAITO 0.12.0")),
     # KAITO installed outside the stack: required if any release line requires it
     ([workspace("llama-8b", "llama-3.1-8b-instruct")],
      needs_token("llama-8b", "llama-3.1-8b-instruct", "KAITO")),
@@ -434,7 +435,7 @@ def test_program_exercises_every_policy(stack_records):
     assert lbs and gpu_pools and workspaces
     line = kp.kaito_line(stack_args(records).resources, kp._catalog())
     rules = {kp.secret_rule(w["inference"]["preset"]["name"], line, kp._catalog()) for w in workspaces}
-    assert (line, rules) == ({"dev": "0.6", "prod": "0.12"}[stack], {"dev": {"forbidden"}, "prod": {"required"}}[stack])
+    assert (line, rules) == ({"dev": "0.11.0", "prod": "0.12.0"}[stack], {"dev": {"optional"}, "prod": {"required"}}[stack])
     # the cluster policy applies to prod (named prod*) only; None = not applicable
     (aks,) = [resource_args(t, p, n, opts=o) for t, n, p, o in records if t == AKS]
     assert violations(kp.prod_cluster_hardened, aks) == {"dev": None, "prod": []}[stack]
@@ -530,7 +531,7 @@ def test_pack_boots_and_answers_like_the_engine_expects():
             timeout=30)
         # "KAITO 0.12": the pack found infra's catalog from policy/, not the family fallback
         assert [d.message.splitlines()[-1] for d in resp.diagnostics] == [stack_violations(stack)[0]]
-        assert "(KAITO 0.12)" in resp.diagnostics[0].message
+        assert "(KAITO 0.12.0)" in resp.diagnostics[0].message
     finally:
         proc.kill()
         proc.wait(timeout=10)

@@ -64,8 +64,11 @@ def test_one_gpu_pool_per_replica_as_planned(variant):
         assert pool["nodeTaints"] == ["sku=gpu:NoSchedule"]
         labels = pool["nodeLabels"]
         assert labels["kaito-aks/workspace"] == r.workspace and labels["accelerator"] == "nvidia"
-        if plan.kaito_version.startswith("0.12"):
+        if plan.kaito_mode == "helm" or plan.release.nodes_need_workspace_labels:
             assert labels["kaito.sh/workspace"] == r.workspace and labels["kaito.sh/workspacenamespace"] == "llm"
+        else:                              # an old gpu-provisioner garbage-collects pools it thinks are KAITO's
+            assert "kaito.sh/workspace" not in labels
+        if plan.kaito_mode == "helm":
             assert int(labels["nvidia.com/gpu.count"]) == r.gpus_per_node
         assert pool["osDiskSizeGB"] >= 128
         assert len(r.pool_name) <= 12 and r.pool_name.isalnum()
@@ -85,10 +88,14 @@ def test_workspaces_shape_annotations_and_dependencies(variant):
         assert annotations["pulumi.com/waitFor"] == "condition=WorkspaceSucceeded"
         assert int(annotations["pulumi.com/timeoutSeconds"]) >= 1800
         assert inputs["resource"]["labelSelector"] == {"matchLabels": {"kaito-aks/workspace": r.workspace}}
-        if plan.kaito_version.startswith("0.6"):
-            assert (inputs["resource"]["instanceType"], inputs["resource"]["count"]) == (r.instance_type, r.nodes)
-        else:
-            assert "instanceType" not in inputs["resource"] and "count" not in inputs["resource"]
+        if plan.kaito_mode == "addon":     # node auto-provisioning: KAITO matches nodes by instance type
+            assert inputs["resource"]["instanceType"] == r.instance_type
+        else:                              # bring-your-own nodes: the webhook wants no instance type
+            assert "instanceType" not in inputs["resource"]
+        if plan.release.workspace_has_count:       # KAITO 0.6 runs `count` nodes
+            assert inputs["resource"]["count"] == r.nodes
+        else:                                      # the estimator decides (vLLM)
+            assert "count" not in inputs["resource"]
         assert inputs["inference"]["preset"]["name"] == r.preset
         if r.reference_hf_token:
             assert inputs["inference"]["preset"]["presetOptions"] == {"modelAccessSecret": "hf-token"}

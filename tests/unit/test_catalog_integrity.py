@@ -20,9 +20,9 @@ def test_every_kaito_0_12_catalog_and_legacy_id_has_facts():
         assert release.in_catalog(hf_id), short
 
 
-@pytest.mark.parametrize("line", ["0.6", "0.12"])
-def test_every_kaito_sku_row_is_an_azure_size_we_know(line):
-    release = CAT.releases[line]
+@pytest.mark.parametrize("version", CAT.known_versions)
+def test_every_kaito_sku_row_is_an_azure_size_we_know(version):
+    release = CAT.release(version)
     for name in release.skus:
         assert CAT.size(name) is not None, name
 
@@ -34,7 +34,7 @@ def test_kaito_0_12_table_only_has_compute_capability_8_or_more():
 
 
 def test_byo_memory_labels_agree_with_the_sku_table_for_every_priced_0_12_size():
-    """Why sizing under nodeProvisioner=byo gives the same node counts as KAITO's SKU table (SIZING.md B7)."""
+    """Why sizing under bring-your-own nodes gives the same node counts as KAITO's SKU table (docs/kaito-sizing.md)."""
     release = CAT.release("0.12.0")
     for name, row in release.skus.items():
         size = CAT.sizes.get(name)
@@ -54,7 +54,7 @@ def test_prices_and_shapes_are_sane():
 
 def test_kv_cache_geometry():
     llama = CAT.model_facts("meta-llama/Llama-3.1-8B-Instruct")
-    assert llama.kv_cache_bytes_per_token == 131072                  # SIZING.md B2: 128 KiB
+    assert llama.kv_cache_bytes_per_token == 131072                  # 128 KiB, as KAITO's BytesPerToken
     assert CAT.model_facts("microsoft/Phi-3-mini-4k-instruct").kv_cache_bytes_per_token == 393216
     assert CAT.model_facts("meta-llama/Llama-3.3-70B-Instruct").kv_cache_bytes_per_token == 327680
     deepseek = CAT.model_facts("deepseek-ai/DeepSeek-R1-0528")

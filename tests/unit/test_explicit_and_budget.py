@@ -8,10 +8,11 @@ from infra.settings import settings_from_config
 
 CAT = load_catalog()
 OPEN = {"access": {"sourceRanges": ["203.0.113.0/24"]}}
+V06 = {"mode": "addon", "version": "0.6.0"}     # the add-on at the version MS Learn last pinned
 
 
 def plan_for(models, kaito=None, **extra):
-    values = {**OPEN, "models": models, **({"kaito": kaito} if kaito else {}), **extra}
+    values = {**OPEN, "models": models, "kaito": kaito or V06, **extra}
     return build_plan(settings_from_config("dev", values, secret_keys={"hfToken"}))
 
 
@@ -23,25 +24,25 @@ def problems(models, kaito=None, **extra):
 
 @pytest.mark.parametrize("kaito,model,size,phrase", [
     # too small for KAITO's own per-GPU rule (0.6)
-    (None, "llama-3.3-70b-instruct", "Standard_NV72ads_A10_v5", "24 GiB per GPU < the 80 GiB per GPU KAITO 0.6 requires"),
+    (V06, "llama-3.3-70b-instruct", "Standard_NV72ads_A10_v5", "24 GiB per GPU < the 80 GiB per GPU KAITO 0.6 requires"),
     # accepted by KAITO 0.6 but no room for vLLM (physical fit)
-    (None, "mistral-7b-instruct", "Standard_NC4as_T4_v3", "KAITO 0.6.0 accepts it, but vLLM can't run it"),
+    (V06, "mistral-7b-instruct", "Standard_NC4as_T4_v3", "KAITO 0.6.0 accepts it, but vLLM can't run it"),
     # too small for the transformers runtime (single node) on 0.12
     ({"mode": "helm"}, "phi-3-medium-4k-instruct", "Standard_NV36ads_A10_v5", "transformers runtime is single-node"),
     # retired by Azure
-    (None, "phi-3-mini-4k-instruct", "Standard_NC6s_v3", "retired by Azure on 2025-09-30"),
+    (V06, "phi-3-mini-4k-instruct", "Standard_NC6s_v3", "retired by Azure on 2025-09-30"),
     # unknown to Azure / the catalog
-    (None, "phi-3-mini-4k-instruct", "Standard_NC99xyz_v9", "is not an Azure GPU size kaito-aks knows"),
+    (V06, "phi-3-mini-4k-instruct", "Standard_NC99xyz_v9", "is not an Azure GPU size kaito-aks knows"),
     # not schedulable: KAITO 0.12 dropped CC < 8.0
     ({"mode": "helm"}, "phi-3-mini-4k-instruct", "Standard_NC4as_T4_v3", "not in KAITO 0.12.0's SKU table (compute capability 7.5 < 8.0)"),
     # not in KAITO 0.6's table at all
-    (None, "phi-3-mini-4k-instruct", "Standard_NV36adms_A10_v5", "not in KAITO 0.6.0's SKU table"),
+    (V06, "phi-3-mini-4k-instruct", "Standard_NV36adms_A10_v5", "not in KAITO 0.6.0's SKU table"),
     # KAITO's row is spelled differently from the VM size: never matched
-    (None, "llama-3.3-70b-instruct", "Standard_ND96asr_v4", "spells it Standard_ND96asr_A100_v4"),
+    (V06, "llama-3.3-70b-instruct", "Standard_ND96asr_v4", "spells it Standard_ND96asr_A100_v4"),
     # AMD: pods request nvidia.com/gpu
-    (None, "phi-3-mini-4k-instruct", "Standard_NG32ads_V620_v1", "never schedule"),
+    (V06, "phi-3-mini-4k-instruct", "Standard_NG32ads_V620_v1", "never schedule"),
     # case matters for node matching
-    (None, "phi-3-mini-4k-instruct", "standard_nc24ads_a100_v4", "write 'Standard_NC24ads_A100_v4'"),
+    (V06, "phi-3-mini-4k-instruct", "standard_nc24ads_a100_v4", "write 'Standard_NC24ads_A100_v4'"),
     # no price, no plan
     ({"mode": "helm"}, "llama-3.3-70b-instruct", "Standard_ND96isr_H200_v5", "no East US price"),
 ])
@@ -101,8 +102,9 @@ def test_max_model_len_beyond_the_context_limit():
 
 
 def test_transformers_runtime_where_kaito_has_none():
-    lines = problems([{"name": "l", "model": "llama-3.1-8b-instruct", "runtime": "transformers"}], {"mode": "helm"})
-    assert lines[0].startswith("kaito-aks:models[0].runtime: 'transformers' can't serve llama-3.1-8b-instruct")
+    # KAITO 0.12 has Transformers parameters for 20 catalog models; phi-4-mini-instruct's are commented out upstream
+    lines = problems([{"name": "l", "model": "phi-4-mini-instruct", "runtime": "transformers"}], {"mode": "helm"})
+    assert lines[0].startswith("kaito-aks:models[0].runtime: 'transformers' can't serve phi-4-mini-instruct")
 
 
 def test_user_facts_size_an_unknown_hf_model():

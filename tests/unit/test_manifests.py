@@ -21,6 +21,10 @@ STACKS = {
     "prod": ("prod", None),
     "dev-helm": ("dev", "  kaito-aks:kaito: {mode: helm}\n  kaito-aks:budget: {maxUsdPerHour: 5}\n"),
     "prod-addon": ("prod", "  kaito-aks:kaito: {mode: addon}\n  kaito-aks:budget: {maxUsdPerHour: 40}\n"),
+    # every KAITO line the add-on may run, against that line's own CRD
+    **{f"prod-addon-{v}": ("prod", f"  kaito-aks:kaito: {{mode: addon, version: {v}}}\n  kaito-aks:budget: {{maxUsdPerHour: 40}}\n")
+       for v in ("0.6.2", "0.7.2", "0.8.1", "0.9.4", "0.10.0", "0.12.0")},
+    "prod-helm-0.10.0": ("prod", "  kaito-aks:kaito: {mode: helm, version: 0.10.0}\n  kaito-aks:budget: {maxUsdPerHour: 40}\n"),
 }
 
 
@@ -45,7 +49,8 @@ def strict(schema):
 
 
 def workspace_schema(version: str) -> dict:
-    crd = yaml.safe_load((CRDS / f"v{version}" / "kaito.sh_workspaces.yaml").read_text())
+    line = ".".join(version.split(".")[:2])        # one CRD per release line (patches don't change it)
+    crd = yaml.safe_load((CRDS / f"v{line}.0" / "kaito.sh_workspaces.yaml").read_text())
     (v1beta1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1beta1"]
     assert v1beta1["served"] and v1beta1["storage"]
     return strict(v1beta1["schema"]["openAPIV3Schema"])
@@ -105,16 +110,17 @@ def test_the_checks_can_fail():
                                       "spec": {"ports": [{"port": 80}], "sourceRanges": []}}, K8S_VERSION, strict=True)
 
 
-def test_secrets_are_placeholders_in_files(tmp_path):
+def test_secrets_are_placeholders_in_files_and_the_keys_secret_is_not_written(tmp_path):
     files, _ = write(tmp_path, "prod")
     secrets = [yaml.safe_load(f.read_text()) for f in files if "-secret-" in f.name]
-    assert {s["metadata"]["name"] for s in secrets} == {"hf-token", "kaito-gateway-keys"}
-    assert secrets[0]["stringData"] in ({"HF_TOKEN": "${HF_TOKEN}"}, {"api-keys.map": "${API_KEYS}"})
+    assert [s["metadata"]["name"] for s in secrets] == ["hf-token"]
+    assert secrets[0]["stringData"] == {"HF_TOKEN": "${HF_TOKEN}"}
+    assert not any("${API_KEYS}" in f.read_text() for f in files)   # no placeholder for nginx's internal format
 
 
 def test_v0_6_multi_node_workspace_needs_and_gets_its_config_map():
     values = {"models": [{"name": "big", "model": "llama-3.3-70b-instruct", "instanceType": "Standard_NC48ads_A100_v4"}],
-              "access": {"sourceRanges": ["10.1.0.0/16"]}}
+              "access": {"sourceRanges": ["10.1.0.0/16"]}, "kaito": {"mode": "addon", "version": "0.6.0"}}
     plan = build_plan(settings_from_config("dev", values, {"hfToken"}))
     (r,) = plan.replicas
     ws = manifests.workspace(r)

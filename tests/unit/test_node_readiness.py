@@ -200,3 +200,18 @@ def test_api_errors_are_retried_until_the_deadline():
 
     clock = Clock()
     assert wait_until_ready(flaky, AKS_POOL, clock=clock, sleep=clock.sleep).ready and len(calls) == 3
+
+
+def test_a_not_ready_matching_node_without_gfd_labels_still_blocks_because_kaitos_webhook_reads_every_node():
+    # KAITO's webhook lists every node matching the selector, Ready or not, and needs GFD labels on each
+    spare = with_(AKS_NODE, name="spare", ready="False",
+                  labels={"test-label-key": "test-label-value", "node.kubernetes.io/instance-type": "Standard_NV72ads_A10_v5"})
+    verdict = judge([byo(), spare], BYO_POOL)
+    assert not verdict.ready and "node spare has no nvidia.com/gpu.product" in verdict.summary
+
+
+def test_memory_labels_that_round_to_the_same_gib_are_uniform_for_kaito():
+    # 24512 and 24500 MiB are both 24 GiB as KAITO rounds and compares them
+    two = PoolExpectation(**{**BYO_POOL.to_dict(), "count": 2})
+    verdict = judge([byo(), byo("gpu-node-2", **{"nvidia.com/gpu.memory": "24500"})], two)
+    assert verdict.ready, verdict.summary

@@ -10,7 +10,7 @@ from infra.settings import load_stack_file
 
 REPLICA_KEYS = {"name", "replica", "model", "preset", "runtime", "instance_type", "nodes", "gpus_per_node",
                 "max_model_len", "gpu_memory_required_gib", "gpu_memory_available_gib", "usd_per_hour", "reason",
-                "alternatives"}
+                "alternatives", "node_labels", "inference_config_map", "inference_config", "identity"}
 
 
 def cli(*args):
@@ -22,8 +22,9 @@ def test_json_has_the_documented_shape(stack):
     result = cli("--stack", stack, "--format", "json")
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert {"stack", "kaito", "models", "usd_per_hour", "usd_per_month"} <= set(doc)
-    assert set(doc["kaito"]) == {"mode", "version"}
+    assert {"stack", "kaito", "models", "usd_per_hour", "usd_per_month", "quota_vcpus", "upgrades",
+            "price_source"} <= set(doc)
+    assert set(doc["kaito"]) == {"mode", "version", "version_source"}
     assert doc["models"], "at least one replica"
     for replica in doc["models"]:
         assert REPLICA_KEYS <= set(replica)
@@ -42,11 +43,18 @@ def test_prod_plan_is_what_the_stack_says():
     assert plan.replicas[2].instance_type == "Standard_NC80adis_H100_v5" and plan.replicas[2].nodes == 1
 
 
-def test_dev_plan_is_small_ungated_and_on_the_addon():
+def test_dev_plan_is_small_ungated_and_on_the_addon_at_the_assumed_version_with_its_source():
     plan = build_plan(load_stack_file("dev"))
-    assert (plan.kaito_mode, plan.kaito_version) == ("addon", "0.6.0")
+    assert (plan.kaito_mode, plan.kaito_version) == ("addon", "0.11.0")
+    assert plan.kaito_version_source.startswith("assumed: KAITO maintainers: the add-on runs about one release behind "
+                                                "upstream (MicrosoftDocs/azure-aks-docs PR #448")
     assert len(plan.replicas) == 1 and not plan.replicas[0].gated
+    # the T4 is out on 0.11 (its vLLM's FlashInfer attention crashes there): the A10 is the cheapest that runs
+    assert plan.replicas[0].instance_type == "Standard_NV36ads_A10_v5"
     assert plan.usd_per_hour <= plan.settings.budget.max_usd_per_hour
+    doc = json.loads(cli("--stack", "dev", "--format", "json").stdout)
+    assert doc["kaito"]["version_source"] == plan.kaito_version_source
+    assert "KAITO version 0.11.0 is assumed: KAITO maintainers" in cli("--stack", "dev").stdout
 
 
 def test_table_lists_every_replica_total_reasons_and_quota():

@@ -1,6 +1,8 @@
-"""Every worked example of ../shared/kaito/SIZING.md, reproduced by infra.sizing.
+"""Every worked example of docs/kaito-sizing.md, reproduced by infra.sizing.
 
-The tables are transcribed from SIZING.md (parts D, E, F and B7) so the project's tests don't need ../shared.
+The tables are the worked examples there (computed by KAITO's rules, which that page cites at their upstream lines):
+KAITO 0.6's admission and placement, the 0.12 estimator's node counts and max-model-len cut-overs, the cheapest size
+per model and version, and bring-your-own-nodes memory rounding.
 """
 import pytest
 
@@ -64,7 +66,7 @@ def test_part_d_mistral_on_one_16_gib_gpu_is_accepted_but_does_not_fit():
     """The TIGHT note: KAITO 0.6 accepts mistral-7b on one T4, but vLLM has no room for its KV cache."""
     model = resolve("mistral-7b-instruct", V06, CAT)
     for sku in ("Standard_NC4as_T4_v3", "Standard_NC8as_T4_v3", "Standard_NC16as_T4_v3"):
-        assert kaito_v06_placement(model.preset_v06, V06.kaito_sku(sku), "vllm").accepted
+        assert kaito_v06_placement(model.spec, V06.kaito_sku(sku), "vllm").accepted
         option = evaluate(SizingRequest(model, "vllm", V06), CAT.sizes[sku])
         assert not option.feasible and "vLLM can't run it" in option.why
 
@@ -98,7 +100,7 @@ def test_part_e_kaito_0_12_node_estimator(preset, sku, cell, memory_source):
         assert option.parallelism == parallelism
 
 
-# The exact max-model-len cut-overs SIZING.md gives (one more token needs one more node).
+# The exact max-model-len cut-overs of KAITO 0.12's estimator (one more token needs one more node).
 CUTOVERS = [
     ("llama-3.1-8b-instruct", "Standard_NV36ads_A10_v5", 15055, 1),
     ("mistral-7b-instruct", "Standard_NV36ads_A10_v5", 27865, 1),
@@ -113,8 +115,7 @@ def test_kaito_estimator_max_model_len_cutovers(preset, sku, last_fit, nodes):
     """KAITO's own node estimator (its 0.84 and constants), from the GPU memory BYO nodes report."""
     model = resolve(preset, V012, CAT)
     size, est = CAT.sizes[sku], V012.estimator
-    at = lambda tokens: estimator_nodes(model.facts, byo_per_gpu_gib(size.nvml_memory_mib), size.gpus, tokens,
-                                        gpu_memory_utilization=est.gpu_memory_utilization)
+    at = lambda tokens: estimator_nodes(model.facts, byo_per_gpu_gib(size.nvml_memory_mib), size.gpus, tokens, est)
     assert at(last_fit) == nodes
     assert at(last_fit + 1) == nodes + 1
     if size.vllm_gpu_memory_utilization is None:     # evaluate() follows KAITO's count wherever no headroom applies
@@ -196,7 +197,7 @@ B7_MODELS = ["phi-3-mini-4k-instruct", "llama-3.1-8b-instruct", "mistral-7b-inst
 
 @pytest.mark.parametrize("gib,expected", B7.items())
 def test_part_b7_byo_rounding(gib, expected):
-    got = [estimator_nodes(resolve(m, V012, CAT).facts, gib, 1, 2048) for m in B7_MODELS]
+    got = [estimator_nodes(resolve(m, V012, CAT).facts, gib, 1, 2048, V012.estimator) for m in B7_MODELS]
     assert got == expected
 
 

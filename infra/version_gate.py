@@ -1,0 +1,125 @@
+"""Which KAITO release does the cluster really run, and may the plan's GPU pools and Workspaces be created?
+
+The plan sizes every replica by one KAITO release's rules. The AKS add-on's version is AKS's choice (kaito-aks can
+only assume it; docs/kaito-versions.md), and a Helm install may find an older KAITO in place, so before anything
+GPU-priced is created the running version is read from the cluster and compared with the plan's:
+
+1. The controller's image: Deployment ``kaito-workspace`` (``kube-system`` for the add-on, ``kaito-workspace`` for
+   the Helm chart) runs ``mcr.microsoft.com/aks/kaito/workspace:<X.Y.Z>`` (charts/kaito/workspace/values.yaml and
+   templates/deployment.yaml at every tag; the AKS VS Code extension finds the add-on's pod by the same image).
+2. When that tag is not a version (a digest, a suffix nobody documented), the release line from the CRDs it
+   installed: each line from 0.6 to 0.12 adds a field or a CRD (:data:`CRD_FINGERPRINTS`).
+
+Everything here is pure: the inputs are the API server's JSON; :func:`gate_problem` is the decision.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Literal, Mapping
+
+from infra.catalog import version_key
+
+DEPLOYMENT = "kaito-workspace"
+IMAGE_REPOSITORY = "mcr.microsoft.com/aks/kaito/workspace"
+NAMESPACE = {"addon": "kube-system", "helm": "kaito-workspace"}
+WORKSPACE_CRD = "workspaces.kaito.sh"
+
+# (line, what the cluster must have): the newest line whose marks are all present is the line it runs.
+# Read at each tag in charts/kaito/workspace/{crds,templates} and config/crd/bases.
+CRD_FINGERPRINTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("0.12", ("field:resource.partition",)),
+    ("0.11", ("crd:modelmirrors.kaito.sh",)),
+    ("0.10", ("field:status.performance",)),
+    ("0.9", ("field:status.state",)),
+    ("0.8", ("crd:inferencesets.kaito.sh",)),
+    ("0.7", ("field:status.targetNodeCount",)),
+    ("0.6", ("crd:workspaces.kaito.sh",)),
+)
+
+
+@dataclass(frozen=True)
+class RunningKaito:
+    """What the cluster shows: an exact version, or only a release line, and how it was found."""
+
+    version: str | None            # e.g. "0.11.2"
+    line: str | None               # e.g. "0.11"
+    evidence: str                  # e.g. "image mcr.microsoft.com/aks/kaito/workspace:0.11.2 in kube-system"
+
+    @property
+    def shown(self) -> str:
+        return self.version or (f"{self.line}.x" if self.line else "an unknown version")
+
+
+def version_from_deployment(deployment: Mapping[str, Any] | None) -> str | None:
+    """X.Y.Z from the controller's image tag (``...workspace:0.11.2``, ``:v0.11.2``, ``:0.11.2-aks.1``), or None."""
+    if not deployment:
+        return None
+    containers = (((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    for container in containers:
+        image = str(container.get("image") or "")
+        name, _, tag = image.partition("@")[0].rpartition(":")
+        if name.endswith("/kaito/workspace") and tag:
+            found = re.fullmatch(r"v?(\d+\.\d+\.\d+)(?:[-+].*)?", tag)
+            if found:
+                return found.group(1)
+    return None
+
+
+def _schema_paths(node: Any, prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    if isinstance(node, dict):
+        for key, child in (node.get("properties") or {}).items():
+            out.add(prefix + key)
+            out |= _schema_paths(child, f"{prefix}{key}.")
+    return out
+
+
+def line_from_crds(crd_names: Iterable[str], workspace_crd: Mapping[str, Any] | None) -> str | None:
+    """The KAITO release line whose CRDs these are, or None (no KAITO)."""
+    marks = {f"crd:{name}" for name in crd_names}
+    if workspace_crd:
+        marks.add(f"crd:{WORKSPACE_CRD}")
+        for version in (workspace_crd.get("spec") or {}).get("versions") or []:
+            if version.get("name") == "v1beta1":
+                schema = (version.get("schema") or {}).get("openAPIV3Schema") or {}
+                marks |= {f"field:{p}" for p in _schema_paths(schema)}
+    for line, required in CRD_FINGERPRINTS:
+        if all(mark in marks for mark in required):
+            return line
+    return None
+
+
+def running_kaito(mode: Literal["addon", "helm"], deployment: Mapping[str, Any] | None,
+                  crd_names: Iterable[str], workspace_crd: Mapping[str, Any] | None) -> RunningKaito:
+    namespace = NAMESPACE[mode]
+    version = version_from_deployment(deployment)
+    if version:
+        image = next(str(c.get("image")) for c in deployment["spec"]["template"]["spec"]["containers"]  # type: ignore[index]
+                     if "/kaito/workspace" in str(c.get("image")))
+        return RunningKaito(version, ".".join(version.split(".")[:2]), f"image {image} in {namespace}")
+    line = line_from_crds(crd_names, workspace_crd)
+    if line:
+        return RunningKaito(None, line, f"its CRDs (the {DEPLOYMENT} image in {namespace} names no version)")
+    return RunningKaito(None, None, f"no {DEPLOYMENT} Deployment in {namespace} and no KAITO CRDs")
+
+
+def gate_problem(running: RunningKaito, planned: str, mode: Literal["addon", "helm"]) -> str | None:
+    """One line when the cluster runs another KAITO release than the plan's, else None."""
+    who = "the AKS add-on" if mode == "addon" else "the cluster"
+    if running.version is not None:
+        if running.version == planned:
+            return None
+        return (f"{who} runs KAITO {running.version} but this stack was planned for {planned} ({running.evidence}): "
+                f"set kaito.version: {running.version} and run python -m infra plan again")
+    planned_line = ".".join(planned.split(".")[:2])
+    if running.line is not None:
+        if running.line == planned_line:
+            return None         # the line decides every rule kaito-aks applies; the image named no patch
+        return (f"{who} runs KAITO {running.line}.x but this stack was planned for {planned} ({running.evidence}): "
+                f"set kaito.version to the {running.line} release it runs and run python -m infra plan again")
+    return f"{who} runs no KAITO yet ({running.evidence}); wait for it, then run `pulumi up` again"
+
+
+def newer(a: str, b: str) -> bool:
+    return version_key(a) > version_key(b)
