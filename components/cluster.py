@@ -8,6 +8,7 @@ import pulumi_azure_native.containerservice as containerservice
 import pulumi_azure_native.resources as resources
 import pulumi_kubernetes as k8s
 
+from components.version_gate import KaitoVersionGate
 from infra import azure_spec
 from infra.plan import Plan
 
@@ -17,7 +18,9 @@ class KaitoCluster(pulumi.ComponentResource):
 
     Outputs: ``resource_group_name``, ``cluster_name``, ``node_resource_group``, ``oidc_issuer_url``,
     ``kubeconfig`` (secret). Attributes for other components: ``provider`` (Kubernetes, from the cluster's
-    user credentials) and ``kaito_ready`` (what a Workspace must wait for: KAITO's webhook fails closed).
+    user credentials), ``version_gate`` (passes only when the cluster runs the plan's KAITO release: GPU pools wait
+    for it) and ``kaito_ready`` (what a Workspace must wait for: KAITO installed, its webhook fails closed, and the
+    version gate).
     """
 
     def __init__(self, name: str, plan: Plan, opts: pulumi.ResourceOptions | None = None):
@@ -61,9 +64,14 @@ class KaitoCluster(pulumi.ComponentResource):
             f"{name}-k8s", kubeconfig=self.kubeconfig, delete_unreachable=True,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster]))
 
-        self.kaito_ready: list[pulumi.Resource] = [self.cluster]
+        installed: list[pulumi.Resource] = [self.cluster]
         if settings.kaito.mode == "helm":
-            self.kaito_ready = [self._kaito_chart(plan)]
+            installed = [self._kaito_chart(plan)]
+        # Nothing GPU-priced before the cluster is known to run the KAITO release the plan was sized for
+        self.version_gate = KaitoVersionGate(
+            f"{name}-kaito-version", kubeconfig=self.kubeconfig, mode=settings.kaito.mode,
+            planned_version=plan.kaito_version, opts=pulumi.ResourceOptions(parent=self, depends_on=installed))
+        self.kaito_ready: list[pulumi.Resource] = [*installed, self.version_gate]
 
         self.register_outputs({
             "resource_group_name": self.resource_group_name,

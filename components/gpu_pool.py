@@ -25,6 +25,8 @@ class GpuNodePool(pulumi.ComponentResource):
             **args,
             opts=pulumi.ResourceOptions(
                 parent=self,
+                # no GPU node is paid for before the cluster is known to run the plan's KAITO release
+                depends_on=[cluster.version_gate],
                 # a new size or a different spot setting is a new pool (AKS can't change them in place)
                 replace_on_changes=["vmSize", "scaleSetPriority", "osDiskSizeGB"],
                 delete_before_replace=True,

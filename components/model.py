@@ -14,8 +14,8 @@ from infra.plan import Plan, ReplicaPlan
 @dataclass
 class ReplicaResources:
     plan: ReplicaPlan
-    pool: GpuNodePool
-    nodes_ready: pulumi.Resource
+    pool: GpuNodePool | None                    # None: KAITO provisions the nodes (pool_owner "kaito")
+    nodes_ready: pulumi.Resource | None
     workspace: pulumi.CustomResource
     service: pulumi.CustomResource
     url: pulumi.Output[str] | None = None       # direct endpoint (no gateway)
@@ -41,15 +41,21 @@ class ModelDeployment(pulumi.ComponentResource):
 
     def _replica(self, r: ReplicaPlan, plan: Plan, cluster, depends_on: list[pulumi.Resource],
                  gateway_pod_labels: dict[str, str] | None) -> ReplicaResources:
-        pool = GpuNodePool(r.pool_name, r, cluster, opts=pulumi.ResourceOptions(parent=self))
         k8s_opts = lambda **kw: pulumi.ResourceOptions(parent=self, provider=cluster.provider, **kw)
-        # KAITO must never see the pool half-ready (0.6 would provision a second pool; BYO nodes must carry
-        # uniform GPU Feature Discovery labels, which the chart's GFD writes once it runs on them)
-        nodes_ready = PoolReadiness(
-            f"{r.workspace}-nodes-ready", kubeconfig=cluster.kubeconfig,
-            expectation=node_readiness.expectation_for(r).to_dict(),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[pool.agent_pool, *cluster.kaito_ready]))
-        before_workspace: list[pulumi.Resource] = [nodes_ready, pool.agent_pool, *cluster.kaito_ready, *depends_on]
+        before_workspace: list[pulumi.Resource] = [*cluster.kaito_ready, *depends_on]
+        pool: GpuNodePool | None = None
+        nodes_ready: pulumi.Resource | None = None
+        if r.pool_owner == "kaito-aks":
+            pool = GpuNodePool(r.pool_name, r, cluster, opts=pulumi.ResourceOptions(parent=self))
+            # KAITO must never see the pool half-ready (0.6 would provision a second pool; BYO nodes must carry
+            # uniform GPU Feature Discovery labels, which the chart's GFD writes once it runs on them)
+            nodes_ready = PoolReadiness(
+                f"{r.workspace}-nodes-ready", kubeconfig=cluster.kubeconfig,
+                expectation=node_readiness.expectation_for(r).to_dict(),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[pool.agent_pool, *cluster.kaito_ready]))
+            before_workspace = [nodes_ready, pool.agent_pool, *before_workspace]
+        # else KAITO provisions the replica's nodes itself (0.7 reuses no pre-created pool): a pool of ours would be
+        # a second one, paid for and unused
         config = manifests.inference_config_map(r)
         if config is not None:
             before_workspace.append(k8s.apply(f"{r.workspace}-config", config, k8s_opts(depends_on=depends_on)))

@@ -100,7 +100,7 @@ def gpu_pool_args(r: ReplicaPlan) -> dict:
         # one node at a time inside the cluster's maintenance window (user pools only; AKS API 2025-03-01+)
         "upgrade_settings": dict(GPU_POOL_UPGRADE),
         "os_type": "Linux",
-        "os_sku": "Ubuntu",               # the add-on does not support AzureLinux GPU nodes
+        "os_sku": "Ubuntu",               # KAITO's images and the AKS GPU driver path kaito-aks tests with
         "os_disk_size_gb": r.os_disk_gib,
         "node_labels": r.node_labels,
         "node_taints": [GPU_TAINT],
@@ -119,16 +119,13 @@ def gpu_pool_args(r: ReplicaPlan) -> dict:
 
 
 def kaito_chart_values(plan: Plan) -> dict:
-    """KAITO's workspace chart in bring-your-own-nodes mode, with what advertises GPUs on kaito-aks's nodes."""
+    """KAITO's workspace chart in bring-your-own-nodes mode (the release's own switches, from the catalog), with what
+    advertises GPUs on kaito-aks's nodes."""
+    assert plan.release is not None and plan.release.helm_byo, "the Helm path needs a release with BYO support"
     return {
         "clusterName": plan.settings.cluster_name,
         "cloudProviderName": "azure",
-        # `byo` sets disableNodeAutoProvisioning itself; the flag alone is reset by the controller (SIZING.md B5)
-        "nodeProvisioner": "byo",
-        "featureGates": {"vLLM": True, "disableNodeAutoProvisioning": True},
-        # KAITO's local NVMe CSI driver is only used for nodes KAITO provisions itself; under byo the chart would
-        # still install it and wait for it (charts/kaito/workspace/Chart.yaml, values.yaml @ v0.12.0)
-        "localCSIDriver": {"useLocalCSIDriver": False},
+        **plan.release.byo_chart_values,                    # nodeProvisioner / the BYO gate / no local CSI driver
         "nvidiaDevicePlugin": {"enabled": True},            # nvidia.com/gpu on the tainted GPU nodes
         "spotInstance": {"enabled": any(r.spot for r in plan.replicas)},
         "gpu-feature-discovery": {

@@ -99,6 +99,10 @@ def render_table(plan: Plan) -> str:
             out.append(f"    alternatives: {alts}")
         for note in first.notes:
             out.append(f"    note: {note}")
+        if first.pool_owner == "kaito":
+            out.append(f"    nodes: KAITO {first.kaito_version} provisions them itself (it reuses no pre-created "
+                       "pool), so quota errors show in the Workspace's status, not in `pulumi up`; `pulumi destroy` "
+                       "deletes the Workspace and KAITO then deletes its nodes")
     out.append("")
     quota = ", ".join(f"{fam}: {n} vCPUs" for fam, n in sorted(plan.quota_vcpus().items()))
     out.append(f"GPU quota needed in {plan.settings.cluster.location}: {quota}")

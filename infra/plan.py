@@ -208,6 +208,7 @@ class Plan:
                     "gpu_memory_available_gib": r.gpu_memory_available_gib,
                     "usd_per_hour": r.usd_per_hour,
                     "spot": r.spot,
+                    "pool_owner": r.pool_owner,
                     "node_labels": r.node_labels,
                     "inference_config_map": (names.config_map_name(r.workspace, r.config_hash)
                                              if r.config_hash else None),

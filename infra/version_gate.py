@@ -15,10 +15,9 @@ Everything here is pure: the inputs are the API server's JSON; :func:`gate_probl
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Literal, Mapping
-
-from infra.catalog import version_key
+from typing import Any, Callable, Iterable, Literal, Mapping
 
 DEPLOYMENT = "kaito-workspace"
 IMAGE_REPOSITORY = "mcr.microsoft.com/aks/kaito/workspace"
@@ -121,5 +120,29 @@ def gate_problem(running: RunningKaito, planned: str, mode: Literal["addon", "he
     return f"{who} runs no KAITO yet ({running.evidence}); wait for it, then run `pulumi up` again"
 
 
-def newer(a: str, b: str) -> bool:
-    return version_key(a) > version_key(b)
+class VersionGateError(Exception):
+    """The cluster runs another KAITO release (or none in time); ``str()`` is one line."""
+
+
+def wait_for_version(read: Callable[[], RunningKaito], planned: str, mode: Literal["addon", "helm"], *,
+                     timeout_s: float = 1200.0, poll_s: float = 10.0,
+                     clock: Callable[[], float] = time.monotonic,
+                     sleep: Callable[[float], None] = time.sleep) -> RunningKaito:
+    """Read the running release until KAITO is there; pass when it is the planned one, fail at once when it isn't.
+
+    A cluster just created may not run the add-on's controller yet, and the API server may briefly not answer:
+    both are waited out until ``timeout_s``. A different release fails immediately.
+    """
+    deadline = clock() + timeout_s
+    while True:
+        try:
+            running: RunningKaito | None = read()
+            problem = gate_problem(running, planned, mode)
+        except Exception as err:  # noqa: BLE001 -- any client error is retried; reported if it lasts
+            running, problem = None, f"reading the cluster's KAITO version failed: {type(err).__name__}"
+        if problem is None and running is not None:
+            return running
+        settled = running is not None and (running.version is not None or running.line is not None)
+        if settled or clock() >= deadline:
+            raise VersionGateError(problem)
+        sleep(poll_s)

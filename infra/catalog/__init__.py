@@ -240,6 +240,7 @@ class Catalog:
     default_helm_version: str = ""
     addon_default: AddonDefault | None = None
     addon_evidence: tuple[dict, ...] = ()
+    readme_models: tuple[str, ...] = ()
 
     def model_facts(self, hf_id: str) -> ModelFacts | None:
         wanted = hf_id.lower()
@@ -394,4 +395,5 @@ def load_catalog() -> Catalog:
         default_helm_version=str(defaults["defaults"]["helm"]),
         addon_default=AddonDefault(str(addon["version"]), " ".join(str(addon["source"]).split()), str(addon["date"])),
         addon_evidence=tuple(defaults.get("addon_evidence") or ()),
+        readme_models=tuple(defaults.get("readme_models") or ()),
     )

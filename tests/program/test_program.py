@@ -18,6 +18,8 @@ CHECK = "pulumi-python:dynamic/kaito:EndpointCheck"
 # stack, overrides -> (mode, version)
 VARIANTS = {
     "dev-addon": ("dev", {}),
+    "dev-addon-0.6": ("dev", {"kaito": {"mode": "addon", "version": "0.6.0"}}),
+    "dev-addon-0.7": ("dev", {"kaito": {"mode": "addon", "version": "0.7.2"}}),
     "dev-helm": ("dev", {"kaito": {"mode": "helm"}, "budget": {"maxUsdPerHour": 4}}),
     "prod-helm": ("prod", {}),
     "prod-addon": ("prod", {"kaito": {"mode": "addon"}, "budget": {"maxUsdPerHour": 35}}),
@@ -57,8 +59,13 @@ def test_cluster_has_oidc_workload_identity_policy_engine_and_kaito(variant):
 def test_one_gpu_pool_per_replica_as_planned(variant):
     run, plan = variant
     pools = {p.inputs["agentPoolName"]: p for p in run.of_type(POOL)}
-    assert sorted(pools) == sorted(r.pool_name for r in plan.replicas)
-    for r in plan.replicas:
+    ours = [r for r in plan.replicas if r.pool_owner == "kaito-aks"]
+    assert sorted(pools) == sorted(r.pool_name for r in ours)
+    # KAITO 0.7 reuses no pre-created pool: it provisions the nodes, and a pool of ours would be paid for twice
+    assert (len(ours) == len(plan.replicas)) is plan.release.reuses_pre_created_nodes or plan.kaito_mode == "helm"
+    gate = f"cluster-kaito-version"
+    for r in ours:
+        assert gate in {d._name for d in run.opts(POOL, f"{r.pool_name}-pool").depends_on}
         pool = pools[r.pool_name].inputs
         assert (pool["vmSize"], pool["count"], pool["mode"]) == (r.instance_type, r.nodes, "User")
         assert pool["nodeTaints"] == ["sku=gpu:NoSchedule"]
@@ -105,15 +112,19 @@ def test_workspaces_shape_annotations_and_dependencies(variant):
         opts = run.opts(WS, ws.name)
         deps = opts.depends_on
         pool_deps = [d for d in deps if isinstance(d, pulumi.CustomResource) and d._name.endswith("-pool")]
-        assert [d._name for d in pool_deps] == [f"{r.pool_name}-pool"]
         kaito = "kaito-workspace" if plan.kaito_mode == "helm" else "-aks"
         assert any(d._name.endswith(kaito) for d in deps)
+        assert any(d._name == "cluster-kaito-version" for d in deps)   # the version gate, before any Workspace
         assert opts.delete_before_replace is True
         # replaced (not updated) when the model, size, node count or inference config changes: KAITO fixes them
         assert set(opts.replace_on_changes) == {"resource", "inference", 'metadata.annotations["kaito-aks/identity"]'}
         assert annotations["kaito-aks/identity"] == r.identity
-        # the node-readiness gate sits between the pool and the Workspace, and itself waits for pool and KAITO
         gates = [d for d in deps if d._name == f"{r.workspace}-nodes-ready"]
+        if r.pool_owner == "kaito":      # KAITO provisions the nodes: no pool of ours, nothing to wait for
+            assert pool_deps == [] and gates == []
+            continue
+        assert [d._name for d in pool_deps] == [f"{r.pool_name}-pool"]
+        # the node-readiness gate sits between the pool and the Workspace, and itself waits for pool and KAITO
         assert len(gates) == 1
         gate_opts = run.opts("pulumi-python:dynamic:Resource", f"{r.workspace}-nodes-ready")
         gate_deps = {d._name for d in gate_opts.depends_on}

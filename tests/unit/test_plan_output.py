@@ -10,7 +10,7 @@ from infra.settings import load_stack_file
 
 REPLICA_KEYS = {"name", "replica", "model", "preset", "runtime", "instance_type", "nodes", "gpus_per_node",
                 "max_model_len", "gpu_memory_required_gib", "gpu_memory_available_gib", "usd_per_hour", "reason",
-                "alternatives", "node_labels", "inference_config_map", "inference_config", "identity"}
+                "alternatives", "pool_owner", "node_labels", "inference_config_map", "inference_config", "identity"}
 
 
 def cli(*args):
