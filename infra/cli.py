@@ -16,7 +16,8 @@ from infra.errors import UserError, bounded_line
 INTERNAL_ERROR_EXIT = 70   # EX_SOFTWARE: a bug of ours, not a mistake of the user's
 
 # module name -> registered with add_parser(); order is the order in --help
-COMMAND_MODULES = ("infra.cli_plan", "infra.cli_check", "infra.cli_gateway", "infra.cli_catalog")
+COMMAND_MODULES = ("infra.cli_plan", "infra.cli_check", "infra.cli_gateway", "infra.cli_catalog",
+                   "infra.cli_preflight")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,6 +43,21 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def rollout_line(plan: Plan) -> str:
+    surge = plan.surge()
+    recreate = [m for m in plan.model_names if m not in surge["models"]]
+    parts = []
+    if surge["models"]:
+        quota = ", ".join(f"{fam}: +{n}" for fam, n in sorted(surge["extra_quota_vcpus"].items()))
+        parts.append(f"{', '.join(surge['models'])} surge: a change runs the new replicas beside the old ones until "
+                     f"their checks pass, up to +${surge['extra_usd_per_hour']:.3f}/hour and {quota} vCPUs of quota "
+                     "meanwhile")
+    if recreate:
+        parts.append(f"{', '.join(recreate)} recreate: a change deletes the replica first; the model is down until "
+                     "the new one is ready")
+    return "Rollouts: " + "; ".join(parts)
+
+
 def upgrade_line(plan: Plan) -> str:
     up = plan.upgrades()
     window = up["maintenance_window"]
@@ -54,7 +69,7 @@ def upgrade_line(plan: Plan) -> str:
 
 
 def render_table(plan: Plan) -> str:
-    header = ("workspace", "model -> preset", "runtime", "KAITO", "Azure size", "nodes x GPUs",
+    header = ("replica (Workspace)", "model -> preset", "runtime", "KAITO", "Azure size", "nodes x GPUs",
               "GPU GiB need/have", "$/hour")
     rows = []
     for r in plan.replicas:
@@ -62,7 +77,7 @@ def render_table(plan: Plan) -> str:
         if r.resolution == "generic-hf":
             model += " (HF)"
         rows.append((
-            r.workspace, model, r.runtime, f"{r.kaito_version} {r.kaito_mode}", r.instance_type + (" spot" if r.spot else ""),
+            r.slot if r.workspace == r.slot else f"{r.slot} ({r.workspace})", model, r.runtime, f"{r.kaito_version} {r.kaito_mode}", r.instance_type + (" spot" if r.spot else ""),
             f"{r.nodes} x {r.gpus_per_node}", f"{r.gpu_memory_required_gib:.0f}/{r.gpu_memory_available_gib:.0f}",
             f"{r.usd_per_hour:.3f}",
         ))
@@ -107,7 +122,9 @@ def render_table(plan: Plan) -> str:
     quota = ", ".join(f"{fam}: {n} vCPUs" for fam, n in sorted(plan.quota_vcpus().items()))
     out.append(f"GPU quota needed in {plan.settings.cluster.location}: {quota}")
     out.append(upgrade_line(plan))
-    out.append(f"Prices: East US list prices, {plan.price_source}")
-    if plan.settings.cluster.location != "eastus":
-        out.append(f"  (the cluster is in {plan.settings.cluster.location}; prices there may differ)")
+    out.append(rollout_line(plan))
+    spot = ", spot replicas at spot prices" if any(r.spot for r in plan.replicas) else ""
+    out.append(f"Prices: {plan.price_source}{spot}")
+    for note in plan.price_notes:
+        out.append(f"  note: {note}")
     return "\n".join(out)

@@ -32,11 +32,12 @@ def config_map_name(r: ReplicaPlan) -> str:
 
 
 def endpoint_service_name(r: ReplicaPlan) -> str:
-    return names.endpoint_service_name(r.workspace)
+    """The replica's stable Service (by slot): its address survives rollouts; only its selector moves."""
+    return names.endpoint_service_name(r.slot)
 
 
 def model_labels(r: ReplicaPlan) -> dict[str, str]:
-    return {**MANAGED_BY, "kaito-aks/model": r.model_name, "kaito-aks/workspace": r.workspace}
+    return {**MANAGED_BY, "kaito-aks/model": r.model_name, "kaito-aks/slot": r.slot, "kaito-aks/workspace": r.workspace}
 
 
 def inference_pod_selector(r: ReplicaPlan) -> dict[str, str]:
@@ -139,7 +140,7 @@ def endpoint_service(r: ReplicaPlan, plan: Plan) -> dict:
         annotations = {"pulumi.com/skipAwait": "true"}
     else:
         spec.update(load_balancer_spec(plan))
-        annotations.update(load_balancer_annotations(plan, suffix=r.workspace))
+        annotations.update(load_balancer_annotations(plan, suffix=r.slot))
     return {
         "apiVersion": "v1",
         "kind": "Service",

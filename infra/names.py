@@ -14,9 +14,20 @@ REVISION_HASH_CHARS = 11      # '-' + the 10-character hash Kubernetes appends f
 WORKSPACE_MAX = DNS_LABEL_MAX - REVISION_HASH_CHARS   # 52
 
 
-def workspace_name(model_name: str, replica: int) -> str:
-    """Replica 0 keeps the model's name, so scaling out never renames the first Workspace."""
+SURGE_HASH_CHARS = 6          # identity hash in a surge Workspace's name
+
+
+def slot_name(model_name: str, replica: int) -> str:
+    """A replica's stable name: replica 0 keeps the model's name, so scaling out never renames the first one. The
+    endpoint Service, the gateway's per-replica route and the exported check carry it across rollouts."""
     return model_name if replica == 0 else f"{model_name}-r{replica}"
+
+
+def workspace_name(model_name: str, replica: int, identity: str = "", surge: bool = False) -> str:
+    """The Workspace of a replica: its slot name, plus (surge rollouts) a hash of what KAITO can't change in place,
+    so a change is a new Workspace and GPU pool beside the old ones instead of a replacement of them."""
+    slot = slot_name(model_name, replica)
+    return f"{slot}-{identity[:SURGE_HASH_CHARS]}" if surge else slot
 
 
 def endpoint_service_name(workspace: str) -> str:
@@ -57,7 +68,7 @@ def too_long(workspace: str) -> tuple[str, str, int] | None:
     return next(((what, name, limit) for what, name, limit in derived_names(workspace) if len(name) > limit), None)
 
 
-def max_model_name_length(replicas: int) -> int:
-    """The longest models[i].name whose every replica's Workspace (``<name>-rN``) and derived names fit."""
+def max_model_name_length(replicas: int, surge: bool = False) -> int:
+    """The longest models[i].name whose every replica's Workspace (``<name>-rN[-<hash>]``) and derived names fit."""
     suffix = len(f"-r{replicas - 1}") if replicas > 1 else 0
-    return WORKSPACE_MAX - suffix
+    return WORKSPACE_MAX - suffix - (1 + SURGE_HASH_CHARS if surge else 0)

@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from infra.catalog import Catalog, KaitoRelease, ModelFacts, UnknownKaitoVersion, load_catalog
-from infra import names
+from infra import names, prices
 from infra.errors import UserError
 from infra.models import Resolution, ResolveError, ResolvedModel, resolve
 from infra.settings import PROJECT, ModelSettings, Settings
 from infra.sizing import Decision, Option, SizingError, SizingRequest, check_explicit, choose
 
 KaitoMode = Literal["addon", "helm"]
+Rollout = Literal["surge", "recreate"]
 PoolOwner = Literal["kaito-aks", "kaito"]
 HOURS_PER_MONTH = 730
 WORKSPACE_LABEL = "kaito-aks/workspace"  # our node/selector label: unique per Workspace, not KAITO-reserved
@@ -47,7 +48,9 @@ class ReplicaPlan:
     model_name: str               # the stack's models[i].name
     model_index: int
     replica: int
-    workspace: str                # Workspace (and KAITO Service) name
+    slot: str                     # the replica's stable name: endpoint Service, gateway route, exported check
+    workspace: str                # Workspace (and KAITO Service) name: the slot, plus the identity hash in surge
+    rollout: Rollout              # surge: a change runs beside the old replica until its check passes
     namespace: str
     model_ref: str                # what the stack wrote
     preset: str                   # Workspace inference.preset.name
@@ -90,6 +93,7 @@ class ReplicaPlan:
     config_hash: str | None = None                   # of inference_config: part of the ConfigMap's name
     identity: str = ""           # hash of what KAITO can't change in place (model, runtime, size, nodes, config)
     notes: tuple[str, ...] = ()
+    price_note: str = ""         # when its price isn't the region's own (spot price unknown, region not in snapshot)
 
     @property
     def match_labels(self) -> dict[str, str]:
@@ -144,9 +148,11 @@ class Plan:
     kaito_mode: KaitoMode
     kaito_version: str
     replicas: tuple[ReplicaPlan, ...]
-    price_source: str
+    price_source: str                        # "<region priced> list prices from <snapshot, commit, date>"
     kaito_version_source: str = "stack"      # "stack", or "assumed: <evidence>" for the add-on's default
     release: KaitoRelease | None = None      # the rules the plan followed
+    price_region: str = prices.DEFAULT_REGION   # the region whose prices the plan uses
+    price_notes: tuple[str, ...] = ()        # where a price isn't the region's own (region not in the snapshot, ...)
 
     @property
     def usd_per_hour(self) -> float:
@@ -163,13 +169,21 @@ class Plan:
     def model_names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(r.model_name for r in self.replicas))
 
-    def quota_vcpus(self) -> dict[str, int]:
-        """vCPUs per Azure VM family the plan needs: GPU quota is granted per family and region."""
+    def quota_vcpus(self, replicas: tuple[ReplicaPlan, ...] | None = None) -> dict[str, int]:
+        """vCPUs per Azure VM family the plan (or ``replicas``) needs: GPU quota is granted per family and region."""
         need: dict[str, int] = {}
-        for r in self.replicas:
+        for r in self.replicas if replicas is None else replicas:
             key = f"{r.vm_family}{' (spot)' if r.spot else ''}"
             need[key] = need.get(key, 0) + r.vcpus * r.nodes
         return need
+
+    def surge(self) -> dict[str, Any]:
+        """What a change costs while old and new replicas run side by side (models with rollout: surge): at most
+        every surge replica twice, until the old ones are deleted at the end of `pulumi up`."""
+        surging = tuple(r for r in self.replicas if r.rollout == "surge")
+        return {"models": list(dict.fromkeys(r.model_name for r in surging)),
+                "extra_usd_per_hour": round(sum(r.usd_per_hour for r in surging), 4),
+                "extra_quota_vcpus": self.quota_vcpus(surging)}
 
     def upgrades(self) -> dict[str, Any]:
         """How AKS upgrades the GPU pools, the extra GPU quota that needs, and when it may happen."""
@@ -193,7 +207,9 @@ class Plan:
                 {
                     "name": r.model_name,
                     "replica": r.replica,
+                    "slot": r.slot,
                     "workspace": r.workspace,
+                    "rollout": r.rollout,
                     "model": r.model_ref,
                     "preset": r.preset,
                     "hf_id": r.hf_id,
@@ -226,7 +242,10 @@ class Plan:
             "usd_per_month": self.usd_per_month,
             "quota_vcpus": self.quota_vcpus(),
             "upgrades": self.upgrades(),
+            "surge": self.surge(),
             "price_source": self.price_source,
+            "price_region": self.price_region,
+            "price_notes": list(self.price_notes),
         }
 
 
@@ -273,8 +292,11 @@ def build_plan(settings: Settings, catalog: Catalog | None = None) -> Plan:
         except _ModelProblems as err:
             problems.extend(err.lines)
     problems.extend(_pool_name_clashes(replicas))
-    plan = Plan(settings.stack, settings, mode, version, tuple(replicas), catalog.price_source,
-                kaito_version_source=version_source, release=release)
+    basis = prices.basis(settings.cluster.location)
+    notes = tuple(dict.fromkeys(n for n in (basis.note, *(r.price_note for r in replicas)) if n))
+    plan = Plan(settings.stack, settings, mode, version, tuple(replicas), basis.summary,
+                kaito_version_source=version_source, release=release, price_region=basis.region_priced,
+                price_notes=notes)
     if not problems:
         problems.extend(_budget_problems(settings, plan))
     if problems:
@@ -306,6 +328,7 @@ def _plan_model(settings: Settings, index: int, model: ModelSettings, release: K
         dtype=model.dtype,
         memory_source="node-labels" if mode == "helm" else "sku-table",
         spot=model.spot,
+        region=settings.cluster.location,
     )
     try:
         if model.instance_type == "auto":
@@ -321,19 +344,21 @@ def _plan_model(settings: Settings, index: int, model: ModelSettings, release: K
 def _name_problems(settings: Settings, key: str, model: ModelSettings) -> list[str]:
     """Every name KAITO or kaito-aks derives from the model's name must fit its Kubernetes limit."""
     problems = []
-    limit = names.max_model_name_length(model.replicas)
+    surge = settings.rollout_of(model) == "surge"
+    limit = names.max_model_name_length(model.replicas, surge)
     if len(model.name) > limit:
-        longest = names.workspace_name(model.name, model.replicas - 1)
+        longest = names.workspace_name(model.name, model.replicas - 1, "0" * names.SURGE_HASH_CHARS, surge)
         with_replicas = f" with replicas: {model.replicas}" if model.replicas > 1 else ""
+        with_surge = f"{' and' if with_replicas else ' with'} rollout: surge (a 6-character hash)" if surge else ""
         problems.append(
-            f"{key}.name: '{model.name}' is {len(model.name)} characters; at most {limit}{with_replicas}: the "
+            f"{key}.name: '{model.name}' is {len(model.name)} characters; at most {limit}{with_replicas}{with_surge}: the "
             f"Workspace '{longest}' must be at most {names.WORKSPACE_MAX} characters (KAITO runs it as a StatefulSet "
             "whose pods are labelled controller-revision-hash=<name>-<10 characters>, a label value of at most 63, "
             "kubernetes/kubernetes#64023); use a shorter name"
         )
     else:
         for replica in range(model.replicas):
-            over = names.too_long(names.workspace_name(model.name, replica))
+            over = names.too_long(names.workspace_name(model.name, replica, "0" * names.SURGE_HASH_CHARS, surge))
             if over:
                 what, name, max_len = over
                 problems.append(f"{key}.name: {what} would be '{name}', over {max_len} characters; use a shorter name")
@@ -341,7 +366,7 @@ def _name_problems(settings: Settings, key: str, model: ModelSettings) -> list[s
     dns_label = settings.access.dns_label
     if dns_label and not settings.gateway_enabled:
         for replica in range(model.replicas):
-            label = load_balancer_dns_label(dns_label, names.workspace_name(model.name, replica))
+            label = load_balancer_dns_label(dns_label, names.slot_name(model.name, replica))
             if len(label) > names.DNS_LABEL_MAX:
                 problems.append(
                     f"{PROJECT}:access.dnsLabel: the DNS label of {key}'s endpoint would be '{label}', over "
@@ -351,9 +376,10 @@ def _name_problems(settings: Settings, key: str, model: ModelSettings) -> list[s
     return problems
 
 
-def load_balancer_dns_label(dns_label: str, workspace: str | None) -> str:
-    """The Azure DNS label of an endpoint: the stack's label for the gateway, '<label>-<workspace>' per replica."""
-    return dns_label if workspace is None else f"{dns_label}-{workspace}"
+def load_balancer_dns_label(dns_label: str, slot: str | None) -> str:
+    """The Azure DNS label of an endpoint: the stack's label for the gateway, '<label>-<slot>' per replica (the
+    replica's stable name: the address survives rollouts)."""
+    return dns_label if slot is None else f"{dns_label}-{slot}"
 
 
 def _facts_from_settings(model: ModelSettings) -> ModelFacts | None:
@@ -408,7 +434,6 @@ def _replica(settings: Settings, index: int, model: ModelSettings, resolved: Res
              decision: Decision, replica: int, catalog: Catalog, release: KaitoRelease) -> ReplicaPlan:
     chosen: Option = decision.chosen
     size = catalog.sizes[chosen.instance_type]
-    workspace = names.workspace_name(model.name, replica)
     byo = settings.kaito.mode == "helm"    # kaito-aks installs KAITO with bring-your-own nodes
     disk = resolved.disk_gib + IMAGE_SPACE_GIB
     os_disk = min(MAX_OS_DISK_GIB, max(MIN_OS_DISK_GIB, math.ceil(disk / 64) * 64))
@@ -424,11 +449,15 @@ def _replica(settings: Settings, index: int, model: ModelSettings, resolved: Res
     # Everything KAITO fixes when it first reconciles a Workspace: a change to any of it needs a new Workspace
     identity = short_hash({"preset": resolved.preset, "runtime": model.runtime, "instance_type": chosen.instance_type,
                            "nodes": chosen.nodes, "count": chosen.kaito_count, "config": config_hash}, length=10)
+    rollout = settings.rollout_of(model)
+    workspace = names.workspace_name(model.name, replica, identity, surge=rollout == "surge")
     return ReplicaPlan(
         model_name=model.name,
         model_index=index,
         replica=replica,
+        slot=names.slot_name(model.name, replica),
         workspace=workspace,
+        rollout=rollout,
         namespace=settings.namespace,
         model_ref=model.model,
         preset=resolved.preset,
@@ -454,6 +483,7 @@ def _replica(settings: Settings, index: int, model: ModelSettings, resolved: Res
         gpu_memory_required_gib=chosen.gpu_memory_required_gib,
         gpu_memory_available_gib=chosen.gpu_memory_available_gib,
         usd_per_hour=chosen.usd_per_hour or 0.0,
+        price_note=chosen.price_note,
         reason=decision.reason,
         alternatives=tuple(Alternative(o.instance_type, o.nodes, o.usd_per_hour) for o in decision.alternatives[:5]),
         gated=resolved.gated,

@@ -252,6 +252,9 @@ class ModelSettings(_Settings):
     dtype: Literal["auto", "float16", "bfloat16", "float32"] | None = None
     replicas: int = Field(1, ge=1, le=16)
     spot: bool = False
+    rollout: Literal["surge", "recreate"] | None = Field(
+        None, description="how a change reaches the model: surge (new replica beside the old, traffic moves after its "
+                          "check) or recreate (delete first); default surge in production, recreate elsewhere")
     facts: ModelFactsSettings | None = None
 
     @field_validator("name")
@@ -368,6 +371,73 @@ def http_url_problem(url: str) -> str | None:
     return None
 
 
+class GrafanaSettings(_Settings):
+    """Azure Managed Grafana linked to the stack's Azure Monitor workspace, with the stack's dashboard."""
+
+    enabled: bool = Field(True, description="create Azure Managed Grafana (when observability is on)")
+    admin_group_object_ids: tuple[str, ...] | None = Field(
+        None, description="Entra ID groups made Grafana Admin; default: cluster.adminGroupObjectIds")
+    deployer_principal_type: Literal["User", "ServicePrincipal"] = Field(
+        "User", description="what runs `pulumi up` (made Grafana Admin to upload the dashboard): a user (az login) "
+                            "or a service principal (CI)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bool_shorthand(cls, data: Any) -> Any:
+        return {"enabled": data} if isinstance(data, bool) else data       # `grafana: false`
+
+    @field_validator("admin_group_object_ids")
+    @classmethod
+    def _object_ids(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for item in v or ():
+            if not _GUID.fullmatch(item):
+                raise ValueError(f"{bounded_repr(item)} is not an Entra ID object id (a GUID)")
+        return v
+
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+'-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63})+", re.ASCII)
+
+
+class AlertSettings(_Settings):
+    """Prometheus alert rules (Azure Monitor rule groups) and who is notified (an Azure Monitor action group)."""
+
+    enabled: bool = True
+    action_group_emails: tuple[str, ...] = Field((), max_length=20, description="emailed when an alert fires")
+    webhook_url: str | None = Field(None, description="https URL called with the common alert schema")
+    queue_depth: int = Field(10, ge=1, le=100_000, description="waiting requests per replica, for 10 minutes")
+    kv_cache_usage: float = Field(0.9, gt=0, le=1, description="KV-cache fraction in use per replica, for 10 minutes")
+    ttft_p95_seconds: float = Field(5.0, gt=0, le=3600, description="p95 time to first token per replica")
+    gateway_5xx_ratio: float = Field(0.05, alias="gateway5xxRatio", gt=0, le=1, description="share of a route's gateway responses that are 5xx")
+    model_down_minutes: int = Field(5, ge=1, le=1440, description="how long a replica is down before it alerts")
+    node_not_ready_minutes: int = Field(10, ge=1, le=1440, description="how long a GPU node is NotReady")
+
+    @field_validator("action_group_emails")
+    @classmethod
+    def _emails(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for item in v:
+            if not _EMAIL.fullmatch(item):
+                raise ValueError(f"{bounded_repr(item)} is not an email address")
+        return v
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook(cls, v: str | None) -> str | None:
+        if v is not None:
+            problem = http_url_problem(v)
+            if problem or not v.startswith("https://"):
+                raise ValueError(f"{bounded_repr(v)} {problem or 'must be an https URL'}")
+        return v
+
+
+class ObservabilitySettings(_Settings):
+    """Managed Prometheus scraping the models and the gateway, a Grafana dashboard, alert rules (README
+    "Observability")."""
+
+    enabled: bool | None = Field(None, description="default: on in production")
+    grafana: GrafanaSettings = GrafanaSettings()
+    alerts: AlertSettings = AlertSettings()
+
+
 class Settings(_Settings):
     """Everything a stack says, plus the stack name and which secrets are set (never their values)."""
 
@@ -381,6 +451,7 @@ class Settings(_Settings):
     access: AccessSettings = AccessSettings()
     gateway: GatewaySettings = GatewaySettings()
     endpoint_check: EndpointCheckSettings = EndpointCheckSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
     secrets_set: frozenset[str] = frozenset()
 
     @field_validator("namespace")
@@ -428,6 +499,9 @@ class Settings(_Settings):
     @property
     def resource_group(self) -> str:
         return self.cluster.resource_group or f"rg-{self.cluster_name}"
+
+    def rollout_of(self, model: ModelSettings) -> Literal["surge", "recreate"]:
+        return model.rollout or ("surge" if self.is_production else "recreate")
 
     @property
     def maintenance_window(self) -> MaintenanceWindow | None:

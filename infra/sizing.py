@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from infra import prices
 from infra.catalog import AzureGpuSize, Catalog, EstimatorConstants, KaitoRelease, KaitoSku, ModelFacts, Preset
 from infra.models import ResolvedModel
 
@@ -45,6 +46,7 @@ class SizingRequest:
     dtype: str | None = None
     memory_source: str = "sku-table"      # "sku-table" (0.6, 0.12 NAP) | "node-labels" (0.12 BYO: GFD labels)
     spot: bool = False
+    region: str = prices.DEFAULT_REGION   # prices (and what is offered) are this region's, on spot when ``spot``
 
     @property
     def effective_dtype(self) -> str:
@@ -75,6 +77,7 @@ class Option:
     multi_node: bool = False
     parallelism: str = ""
     gpu_memory_utilization: float | None = None   # to write into the inference config; None: KAITO's own value
+    price_note: str = ""                    # when the price isn't the region's own (prices.PriceQuote.note)
 
     @property
     def sort_key(self) -> tuple:
@@ -161,10 +164,14 @@ def evaluate(req: SizingRequest, size: AzureGpuSize) -> Option:
             return Option(name, False, f"KAITO {release.version} spells it {size.kaito_name}; nodes carry "
                                        f"{name}, so KAITO never matches them")
         return Option(name, False, _not_in_table(size, release))
-    if size.usd_per_hour is None:
+    if size.usd_per_hour is None:       # the catalog's gate: sizes kaito-aks never plans (azure_gpu_skus.yaml)
         return Option(name, False, "no East US price in the SKU catalog, so its cost can't be planned")
+    quote = prices.quote(size.name, req.region, req.spot)
+    if isinstance(quote, prices.Unpriced):
+        return Option(name, False, quote.reason)
     if req.spot and not release.spot_toleration:
         return Option(name, False, f"KAITO {release.version}'s pods don't tolerate AKS's spot taint")
+    size = replace(size, usd_per_hour=quote.usd_per_hour)     # the region's (spot) price, per node
     if (size.compute_capability or 0) < release.min_compute_capability:
         return Option(name, False, f"{size.gpu_model} (compute capability {size.compute_capability}) doesn't run "
                                    f"KAITO {release.version}'s vLLM (its FlashInfer attention crashes below "
@@ -174,8 +181,10 @@ def evaluate(req: SizingRequest, size: AzureGpuSize) -> Option:
         return Option(name, False, f"{size.gpu_model} (compute capability {size.compute_capability}) has no bfloat16, "
                                    f"and {who}" + ("" if req.dtype else "; set dtype: float16 to use it"))
     if release.sizing == "kaito-0.6-webhook":
-        return _evaluate_v06(req, size, kaito_sku)
-    return _evaluate_estimator(req, size, kaito_sku)
+        option = _evaluate_v06(req, size, kaito_sku)
+    else:
+        option = _evaluate_estimator(req, size, kaito_sku)
+    return replace(option, price_note=quote.note) if option.feasible and quote.note else option
 
 
 def _not_in_table(size: AzureGpuSize, release: KaitoRelease) -> str:
@@ -434,7 +443,8 @@ def _cheapest_hint(req: SizingRequest, catalog: Catalog) -> str:
 
 
 def _nothing_fits(req: SizingRequest, rejected: tuple[Option, ...]) -> str:
-    priced = [o for o in rejected if "price" not in o.why and "retired" not in o.why and "never schedule" not in o.why]
+    priced = [o for o in rejected if "price" not in o.why and "retired" not in o.why and "never schedule" not in o.why
+              and "not offered in" not in o.why]
     closest = "; ".join(f"{o.instance_type}: {o.why}" for o in priced[:2])
     return (f"no Azure GPU size in the catalog runs {req.model.preset} on KAITO {req.release.version} with "
             f"runtime {req.runtime} at {req.sizing_context} tokens ({closest})")

@@ -288,10 +288,11 @@ def test_entra_kubeconfig_uses_the_azure_cli_login():
     {"maxModelLen": 4096},                                            # a new context
     {"instanceType": "Standard_NC24ads_A100_v4", "maxModelLen": 8192},  # a new size (and no A10 headroom)
 ])
-def test_a_changed_inference_config_or_size_replaces_the_workspace(run_program, change):
+def test_a_changed_inference_config_or_size_replaces_the_workspace_in_recreate_mode(run_program, change):
     """Two stack variants under mocks: the Workspace's replace-on-change paths differ, so Pulumi replaces it."""
-    base = {"models": [{"name": "llama-8b", "model": "llama-3.1-8b-instruct", "maxModelLen": 8192}]}
-    changed = {"models": [{"name": "llama-8b", "model": "llama-3.1-8b-instruct", **change}]}
+    base = {"models": [{"name": "llama-8b", "model": "llama-3.1-8b-instruct", "maxModelLen": 8192,
+                        "rollout": "recreate"}]}
+    changed = {"models": [{"name": "llama-8b", "model": "llama-3.1-8b-instruct", "rollout": "recreate", **change}]}
     before, after = run_program("prod", base), run_program("prod", changed)
     ws_before = before.named(WS, "llama-8b-workspace").inputs
     ws_after = after.named(WS, "llama-8b-workspace").inputs

@@ -160,7 +160,7 @@ def test_plan_json_shows_the_gfd_labels_the_config_map_and_its_keys():
     assert entry["node_labels"]["nvidia.com/gpu.product"] == "NVIDIA-A10-24Q"
     assert entry["node_labels"]["nvidia.com/gpu.memory"] == "24512"
     assert entry["node_labels"]["nvidia.com/gpu.count"] == "1"
-    assert entry["inference_config_map"] == f"llama-8b-inference-{r.config_hash}" and len(r.config_hash) == 8
+    assert entry["inference_config_map"] == f"{r.workspace}-inference-{r.config_hash}" and len(r.config_hash) == 8
     assert entry["inference_config"]["kv_cache_cpu_memory_utilization"] == 0.5
     assert entry["identity"] == r.identity
 
@@ -181,10 +181,12 @@ def test_a_changed_context_renames_the_config_map_and_changes_the_workspace():
 
 def test_a_changed_size_and_node_count_change_the_identity_though_the_workspace_names_neither():
     # KAITO 0.12 under byo: no count, no instanceType in the Workspace; the pool goes from 1 to 2 nodes
-    (one,) = prod_plan(model="llama-3.3-70b-instruct", name="big", maxModelLen=4096,
+    # rollout: recreate keeps the Workspace's name, so only the identity annotation can force its replacement
+    (one,) = prod_plan(model="llama-3.3-70b-instruct", name="big", maxModelLen=4096, rollout="recreate",
                        instanceType="Standard_NC80adis_H100_v5").replicas
-    (two,) = prod_plan(model="llama-3.3-70b-instruct", name="big", maxModelLen=4096,
+    (two,) = prod_plan(model="llama-3.3-70b-instruct", name="big", maxModelLen=4096, rollout="recreate",
                        instanceType="Standard_NC40ads_H100_v5").replicas
+    assert one.workspace == two.workspace == "big"
     assert (one.nodes, two.nodes) == (1, 2)
     assert manifests.workspace(one)["resource"] == manifests.workspace(two)["resource"]
     assert one.identity != two.identity

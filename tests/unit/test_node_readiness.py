@@ -143,7 +143,7 @@ def test_a_real_a10_node_reports_the_vgpu_profile_the_catalog_pre_sets():
     assert real["nvidia.com/gpu.product"].removesuffix("-SHARED") == r.gfd_labels["nvidia.com/gpu.product"]
     assert real["nvidia.com/gpu.memory"] == r.gfd_labels["nvidia.com/gpu.memory"] == "24512"
     exp = expectation_for(r)
-    assert (exp.gfd, exp.gpu_memory_gib, exp.count, exp.selector) == (True, 24, 1, {"kaito-aks/workspace": "m"})
+    assert (exp.gfd, exp.gpu_memory_gib, exp.count, exp.selector) == (True, 24, 1, {"kaito-aks/workspace": r.workspace})
 
 
 # --- the wait loop ----------------------------------------------------------------------------------------

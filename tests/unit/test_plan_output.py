@@ -37,7 +37,9 @@ def test_json_has_the_documented_shape(stack):
 def test_prod_plan_is_what_the_stack_says():
     plan = build_plan(load_stack_file("prod"))
     assert (plan.kaito_mode, plan.kaito_version) == ("helm", "0.12.0")
-    assert [r.workspace for r in plan.replicas] == ["llama-8b", "llama-8b-r1", "llama-70b"]
+    assert [r.slot for r in plan.replicas] == ["llama-8b", "llama-8b-r1", "llama-70b"]
+    # production rolls out by surge: each Workspace carries the hash of what KAITO can't change in place
+    assert all(r.rollout == "surge" and r.workspace == f"{r.slot}-{r.identity[:6]}" for r in plan.replicas)
     assert all(r.gated and r.reference_hf_token for r in plan.replicas)
     assert plan.usd_per_hour <= plan.settings.budget.max_usd_per_hour
     assert plan.replicas[2].instance_type == "Standard_NC80adis_H100_v5" and plan.replicas[2].nodes == 1
