@@ -49,6 +49,7 @@ class KaitoCluster(pulumi.ComponentResource):
                 opts=pulumi.ResourceOptions(parent=self),
             )
         self.resource_group_name = self.resource_group.name
+        self.cluster_id = self.cluster.id
         self.cluster_name = self.cluster.name
         self.node_resource_group = self.cluster.node_resource_group
         self.oidc_issuer_url = self.cluster.oidc_issuer_profile.apply(lambda p: p.issuer_url if p else None)

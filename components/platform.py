@@ -9,8 +9,10 @@ from components import k8s
 from components.cluster import KaitoCluster
 from components.gateway import Gateway
 from components.model import ModelDeployment
+from components.observability import Observability, ObservabilityArgs
 from infra import gateway as gateway_spec
 from infra import manifests
+from infra import observability as observability_spec
 from infra.plan import Plan
 
 
@@ -63,6 +65,17 @@ class KaitoPlatform(pulumi.ComponentResource):
             services = [rr.service for m in self.models.values() for rr in m.replicas]
             self.gateway = Gateway("gateway", plan, secrets.api_keys, self.cluster, [*base, *services],
                                    opts=pulumi.ResourceOptions(parent=self))
+
+        self.observability: Observability | None = None
+        if observability_spec.enabled(plan.settings):
+            replicas = [rr for m in self.models.values() for rr in m.replicas]
+            self.observability = Observability("observability", ObservabilityArgs(
+                plan=plan, resource_group_name=self.cluster.resource_group_name, cluster_id=self.cluster.cluster_id,
+                k8s_provider=self.cluster.provider,
+                # after the Workspaces: by then the managed Prometheus add-on has installed its CRDs
+                k8s_depends_on=[*base, *[rr.service for rr in replicas], *[rr.workspace for rr in replicas],
+                                *([self.gateway] if self.gateway else [])]),
+                opts=pulumi.ResourceOptions(parent=self))
 
         self.checks = self._endpoint_checks()
         self.register_outputs({"cluster_name": self.cluster.cluster_name,
@@ -131,6 +144,7 @@ class KaitoPlatform(pulumi.ComponentResource):
             "cluster_name": self.cluster.cluster_name,
             "resource_group": self.cluster.resource_group_name,
             "gateway_url": self.gateway.url if self.gateway else None,
+            "grafana_url": self.observability.grafana_url if self.observability else None,
             "kaito": {"mode": self.plan.kaito_mode, "version": self.plan.kaito_version},
             "usd_per_hour": self.plan.usd_per_hour,
             "kubeconfig": self.cluster.kubeconfig,

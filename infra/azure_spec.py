@@ -6,6 +6,7 @@ Pure functions of the Plan; ``components/`` passes them to pulumi-azure-native /
 from __future__ import annotations
 
 from infra.manifests import GPU_TAINT
+from infra import observability
 from infra.plan import GPU_POOL_UPGRADE, Plan, ReplicaPlan
 
 KAITO_CHART = "workspace"
@@ -61,6 +62,9 @@ def managed_cluster_args(plan: Plan) -> dict:
         args["aad_profile"] = {"managed": True, "enable_azure_rbac": True,
                                "admin_group_object_ids": list(c.admin_group_object_ids)}
         args["disable_local_accounts"] = True
+    profile = observability.azure_monitor_profile(plan)
+    if profile is not None:
+        args["azure_monitor_profile"] = profile
     return args
 
 

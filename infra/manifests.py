@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from infra import names
+from infra import names, observability
 from infra.plan import Plan, ReplicaPlan, load_balancer_dns_label
 
 KAITO_API_VERSION = "kaito.sh/v1beta1"
@@ -231,6 +231,7 @@ def all_objects(plan: Plan, hf_token: Any = "${HF_TOKEN}", api_keys: Any = None)
         objects.extend(model_objects(r, plan, gateway_labels))
     if plan.settings.gateway_enabled:
         objects.extend(gateway.objects(plan, api_keys))
+    objects.extend(observability.kubernetes_objects(plan))
     return objects
 
 
@@ -254,4 +255,5 @@ def write_manifests(plan: Plan, directory: pathlib.Path) -> list[pathlib.Path]:
         path = directory / f"{index:02d}-{file_name(obj)}"
         path.write_text(yaml.safe_dump(obj, sort_keys=False))
         written.append(path)
+    written.extend(observability.write_files(plan, directory))   # DIR/observability/*.json|yml (not kubectl-applied)
     return written

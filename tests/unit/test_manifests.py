@@ -85,6 +85,9 @@ def test_every_object_is_valid(tmp_path, variant):
             assert obj["apiVersion"] == "kaito.sh/v1beta1"
             jsonschema.validate(obj, schema)
             assert "spec" not in obj
+        elif obj["apiVersion"] == "azmonitoring.coreos.com/v1":     # Azure managed Prometheus' own CRDs
+            from tests.unit.test_observability import crd_schema
+            jsonschema.validate(obj, crd_schema(obj["kind"]))
         else:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     assert kinds[0] == "Namespace" and "Workspace" in kinds
