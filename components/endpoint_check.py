@@ -4,7 +4,7 @@
 :func:`infra.endpoint.check_endpoint` (wait until ready, served model, chat/completions/stream, concurrency probe)
 and fails the deployment with the check's one-line reason when the endpoint is not right.
 
-Design notes (see shared notes on dynamic providers):
+Design notes (docs/pulumi.md#dynamic-providers):
 
 - **Pickled by reference.** The provider class lives in this importable module, so ``__provider`` is a short
   by-reference pickle (``components.endpoint_check.EndpointCheckProvider``): editing this file does not change
@@ -29,10 +29,13 @@ Design notes (see shared notes on dynamic providers):
 """
 from __future__ import annotations
 
+import math
 import uuid
 from typing import Any, Mapping
 
 import pulumi
+from infra.catalog import load_catalog
+from infra.errors import bounded_repr
 from pulumi.dynamic import (
     CheckFailure,
     CheckResult,
@@ -53,7 +56,7 @@ DEFAULT_CONCURRENCY = 4
 
 INPUT_DEFAULTS: dict[str, Any] = {
     "runtime": "vllm",
-    "kaito_version": "0.12.0",
+    "kaito_version": load_catalog().default_helm_version,
     "expected_model": None,
     "api_key": None,
     "timeout_s": DEFAULT_TIMEOUT_S,
@@ -85,7 +88,7 @@ class EndpointCheckProvider(ResourceProvider):
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         """Validate inputs without any network; unknown (preview) values are let through."""
-        from infra.endpoint import api_surface, normalize_base_url
+        from infra.endpoint import MAX_REQUEST_TIMEOUT_S, MAX_TIMEOUT_S, api_key_problem, api_surface, normalize_base_url
 
         inputs = {**news, **{k: news.get(k, v) for k, v in INPUT_DEFAULTS.items()}}
         failures: list[CheckFailure] = []
@@ -103,10 +106,17 @@ class EndpointCheckProvider(ResourceProvider):
                 api_surface(str(inputs["runtime"]), str(inputs["kaito_version"]))
             except ValueError as e:
                 failures.append(CheckFailure("runtime", str(e)))
-        for key in ("timeout_s", "request_timeout_s"):
+        for key, most in (("timeout_s", MAX_TIMEOUT_S), ("request_timeout_s", MAX_REQUEST_TIMEOUT_S)):
             v = inputs[key]
-            if _known(v) and not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
-                failures.append(CheckFailure(key, f"{v!r} must be a positive number of seconds"))
+            if _known(v) and not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                                  and 0 < v <= most):
+                failures.append(CheckFailure(key, f"{bounded_repr(v)} must be a number of seconds above 0 and at "
+                                                  f"most {most:g}"))
+        key_value = inputs.get("api_key")
+        if _known(key_value) and key_value != "":
+            problem = api_key_problem(key_value)
+            if problem:  # never quotes the key
+                failures.append(CheckFailure("api_key", f"the API key {problem}"))
         n = inputs["concurrency"]
         if _known(n) and not (isinstance(n, (int, float)) and not isinstance(n, bool) and float(n).is_integer()
                               and 1 <= n <= 64):
@@ -210,7 +220,7 @@ class EndpointCheck(Resource, module="kaito", name="EndpointCheck"):
         *,
         base_url: pulumi.Input[str | None],
         runtime: pulumi.Input[str] = "vllm",
-        kaito_version: pulumi.Input[str] = "0.12.0",
+        kaito_version: pulumi.Input[str] = INPUT_DEFAULTS["kaito_version"],
         expected_model: pulumi.Input[str | None] = None,
         api_key: pulumi.Input[str | None] = None,
         timeout_s: pulumi.Input[float] = DEFAULT_TIMEOUT_S,

@@ -6,7 +6,16 @@
 In order, it:
 
 1. checks the arguments: ``up`` and ``destroy`` need ``--yes``; destroying a production stack (a name starting
-   with ``prod``) also needs ``--confirm <that name>``; ``--secret-env`` variables must be set;
+   with ``prod``) also needs ``--confirm <that name>``; ``--secret-env`` variables must be set. On every
+   operation (``refresh``/``destroy`` skip the plan, not this), ``--config`` takes only the known plain keys --
+   kaito-aks's settings without its secrets (``KNOWN_KEYS`` minus ``SECRET_KEYS``) and ``PLAIN_PROVIDER_KEYS``
+   (``azure-native:location`` ...) --, and refuses, with a line pointing to ``--secret-env``, every key that looks
+   secret (a known secret in any letter case, or a name containing secret/token/password/key/credential/...,
+   also as a key inside a JSON value). Only ``--secret-env`` sets secrets: kaito-aks's ``SECRET_KEYS`` and
+   ``SECRET_PROVIDER_KEYS``, with values of at least ``MIN_SECRET_CHARS`` characters (each API key of
+   ``apiKeys`` too). Values are never echoed (an argument without ``=`` is not echoed either: it may be one);
+   the stack file is read once, within bounds (UTF-8, a mapping, ``config:`` a mapping, no alias bombs or deep
+   nesting), and a bad one is refused with one line;
 2. for ``up``/``preview``: runs the offline plan (``python -m infra plan``) on the stack file with the
    ``--config``/``--secret-env`` changes applied, and refuses with the plan's lines when it fails (bad settings,
    over budget) or when a secret in the stack file is still the ``REPLACE`` placeholder;
@@ -31,15 +40,39 @@ In order, it:
 it can't be read).
 
 Exit codes: 0 succeeded; 1 the operation failed (engine error, endpoint check failed inside ``up``, stack locked,
-or an unexpected error: its traceback, redacted, goes to stderr); 2 refused: bad arguments or settings, the plan
-failed, the prod confirm rule, missing CLI/backend/credentials, --json-out not writable. Problems are printed one
-line each on stderr, never as a traceback. The summary is written for every outcome except argparse's usage errors.
+or an unexpected error: one redacted line naming the exception and where it happened); 2 refused: bad arguments
+or settings, the plan failed, the prod confirm rule, missing CLI/backend/credentials, --json-out not writable.
+Problems are printed one bounded line each on stderr (argparse's errors too, without echoing unrecognized
+arguments: they may be secrets), never as a traceback, for any input. The summary is written for every outcome
+except argparse's usage errors.
 
 Redaction: every secret output is replaced by ``"[secret]"``, and any string containing a secret value (a
 ``--secret-env`` value, a piece of it such as one API key of a list, or a secret output's text or a string
 inside it such as a kubeconfig's token) has that value replaced by ``[secret]`` -- in the streamed output, the
-error lines, the ``outputs`` lines and the JSON summary. Whole values shorter than 4 characters and pieces
-shorter than 8 are not searched for (they would mangle everything); see :class:`Redactor`.
+error lines, the ``outputs`` lines and the JSON summary. Each value is searched for in every encoded form
+(:func:`secret_forms`): any letter case; ``repr``/``ascii``/``unicode_escape``, JSON and HTML escaped;
+percent-encoded (``quote``, ``quote_plus``); hex; each of those once more inside a JSON string; and base64 -- of
+the value and of those forms, alone and inside any wrapper (``Basic base64(user:secret)``,
+``base64("Bearer " + secret)``), at each of the three byte alignments, in the standard and URL-safe alphabets.
+Each output stream of the engine (stdout, stderr) is held back one line -- a line appears when the next one
+arrives or the operation ends -- so a secret split across two consecutive lines of one stream is caught (also
+across two lines of a failed command's error output); and where a text was visibly cut (either side of
+``...``/``…``, as a bounded error line is elided in the middle) a piece of a secret of at least 4 characters at
+the cut is redacted too.
+
+Rule for short secrets: a ``--secret-env`` value (and each API key of ``apiKeys``) shorter than
+``MIN_SECRET_CHARS`` (4) is refused at input -- redacting a 1-3 character string would destroy all output.
+Input secrets of 4+ characters are redacted whole and by pieces of 4+; secret *outputs* (which we don't choose,
+e.g. a kubeconfig) whole from 4 and by pieces of ``MIN_SECRET_PIECE`` (8)+ that the stack doesn't also export in
+plain text. Base64 forms shorter than 8 characters (secrets under ~7) are not searched (they match words).
+
+What cannot be closed: a secret printed under a transformation not listed above (reversed, encrypted, hashed,
+compressed, encoded twice other than inside JSON, interleaved with other text or colour codes); split over three
+or more lines, one character per line, or between stdout and stderr; a fragment of a secret in the middle of a
+text or at an unmarked cut; a secret a *secret output* holds (a kubeconfig's token) printed by the engine during
+the run, since outputs are known only when it ends (Pulumi masks secret values in its own output); a secret
+pasted as the *value* of an allowed plain ``--config`` key. Those need the engine, the providers and the
+operator not to print or misplace secrets, which this module cannot enforce.
 
 JSON summary (``--json-out FILE``, ``schema_version`` 1; fields are only ever added)::
 
@@ -59,8 +92,13 @@ JSON summary (``--json-out FILE``, ``schema_version`` 1; fields are only ever ad
 from __future__ import annotations
 
 import argparse
+import base64
+import contextlib
 import dataclasses
+import difflib
+import html
 import importlib.metadata
+import itertools
 import json
 import os
 import pathlib
@@ -70,22 +108,38 @@ import subprocess
 import sys
 import time
 import traceback
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+import urllib.parse
+from typing import Any, Callable, Iterable, Mapping, NoReturn, Protocol, Sequence
 
-import yaml
-
-from infra.errors import UserError
-from infra.settings import (PROJECT, PROJECT_DIR, SECRET_KEYS, load_stack_file, settings_from_stack_config,
-                            stack_file)
+from infra.errors import MAX_LINE_CHARS, UserError, bounded_line
+from infra.settings import KNOWN_KEYS, PROJECT, PROJECT_DIR, SECRET_KEYS, settings_from_stack_config, stack_file
+from infra.stack_yaml import load_yaml_mapping, parse_yaml_text
 
 OPERATIONS = ("preview", "up", "destroy", "refresh", "outputs")
 NEEDS_YES = ("up", "destroy")
 RUNS_PLAN = ("up", "preview")
 NEEDS_AZURE = ("preview", "up", "destroy", "refresh")
 SECRET = "[secret]"
-MIN_SECRET_FRAGMENT = 4
-MIN_SECRET_PIECE = 8
+MIN_SECRET_CHARS = 4        # shorter --secret-env values (and API keys of a list) are refused: see the docstring
+MIN_SECRET_FRAGMENT = 4     # whole secret values this long are redacted
+MIN_INPUT_PIECE = 4         # pieces of --secret-env values (one API key of a list)
+MIN_SECRET_PIECE = 8        # pieces of secret outputs (a kubeconfig's token), unless exported in plain text
+MIN_CUT_PIECE = 4           # a piece of a secret this long left at a cut is redacted
+MIN_BASE64_FORM = 8
+MAX_CONFIG_DEPTH = 32       # a --config JSON value nested deeper is refused (settings nest 4 levels)
+MAX_SECRET_CHARS = 65_536   # a longer --secret-env value is refused (an HF token or key list is far shorter)
 SCHEMA_VERSION = 1
+# --config may set only these (plain) keys: kaito-aks's settings that are not secrets, and a few provider keys.
+PLAIN_SETTINGS = tuple(k for k in KNOWN_KEYS if k not in SECRET_KEYS)
+PLAIN_PROVIDER_KEYS = ("azure-native:location", "azure-native:subscriptionId", "azure-native:tenantId",
+                       "azure-native:clientId", "azure-native:environment", "azure-native:useMsi",
+                       "azure-native:useOidc")
+# --secret-env may set only these: kaito-aks's secrets, and the provider's.
+SECRET_PROVIDER_KEYS = ("azure-native:clientSecret", "azure-native:clientCertificatePassword",
+                        "azure-native:oidcToken")
+# A config key whose name contains one of these (any case) is a secret: never plain config.
+SECRET_WORDS = ("secret", "token", "password", "passwd", "passphrase", "key", "credential", "private", "auth",
+                "cert")
 # Python SDK distribution -> the resource plugin its resources need.
 PLUGIN_SDKS = {"pulumi-azure-native": "azure-native", "pulumi-kubernetes": "kubernetes"}
 SKIP_AZURE_CHECK = "KAITO_AKS_SKIP_AZURE_CHECK"
@@ -109,7 +163,12 @@ class StackOutput:
 
 
 class OperationFailed(Exception):
-    """The engine ran and failed. ``str(err)`` is one line (secrets are scrubbed by the caller)."""
+    """The engine ran and failed. ``str(err)`` is one line (secrets are scrubbed by the caller); ``detail`` is
+    the command's whole output when there is one (redacted line by line, then its first error line is shown)."""
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail
 
 
 class StackApi(Protocol):
@@ -157,71 +216,224 @@ class Request:
         return tuple(c.value for c in self.changes if c.secret)
 
 
-_STACK_NAME = re.compile(r"^\w[\w.-]*(/\w[\w.-]*){0,2}$")
-_KEY_PART = re.compile(r"^[A-Za-z][\w.-]*$")
-_ENV_NAME = re.compile(r"^[A-Za-z_]\w*$")
+_STACK_NAME = re.compile(r"^\w[\w.-]{0,99}(/\w[\w.-]{0,99}){0,2}$", re.ASCII)
+_KEY_PART = re.compile(r"^[A-Za-z][\w.-]{0,99}$", re.ASCII)
+_ENV_NAME = re.compile(r"^[A-Za-z_]\w{0,254}$", re.ASCII)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one bounded error line (no usage block), never echoing what it didn't recognise."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments"):
+            message = "unrecognized arguments (not echoed: they may hold secrets; secrets go in --secret-env)"
+        self.exit(2, bounded_line(f"{self.prog}: error: {message} (see --help)") + "\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     doc = (__doc__ or "").splitlines()
-    p = argparse.ArgumentParser(prog="python -m infra.automation", description=doc[0] if doc else None)
+    # allow_abbrev=False: `--secret hf_...` must not be taken for `--secret-env hf_...` (and echoed back)
+    p = _Parser(prog="python -m infra.automation", description=doc[0] if doc else None, allow_abbrev=False)
     p.add_argument("operation", choices=OPERATIONS)
     p.add_argument("--stack", required=True, help="stack name (settings in Pulumi.<stack>.yaml)")
     p.add_argument("--yes", action="store_true", help="needed by up and destroy: change real resources")
     p.add_argument("--confirm", metavar="NAME", help="destroy of a production stack: repeat its name")
     p.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
-                   help="set plain config (KEY alone means kaito-aks:KEY; JSON objects/lists allowed)")
+                   help="set plain config (KEY alone means kaito-aks:KEY; JSON objects/lists allowed); "
+                        f"known keys only: {', '.join(PLAIN_SETTINGS)}, {', '.join(PLAIN_PROVIDER_KEYS)}")
     p.add_argument("--secret-env", action="append", default=[], metavar="KEY=ENVVAR",
-                   help="set KEY as a secret from environment variable ENVVAR, e.g. hfToken=HF_TOKEN")
+                   help="set KEY as a secret from environment variable ENVVAR, e.g. hfToken=HF_TOKEN "
+                        f"(keys: {', '.join(SECRET_KEYS)}, {', '.join(SECRET_PROVIDER_KEYS)})")
     p.add_argument("--json-out", metavar="FILE", type=pathlib.Path, help="write the JSON summary here")
     return p
 
 
-def config_key(text: str) -> str:
+def _all_keys() -> list[str]:
+    return [f"{PROJECT}:{k}" for k in KNOWN_KEYS] + list(PLAIN_PROVIDER_KEYS) + list(SECRET_PROVIDER_KEYS)
+
+
+def _shown(text: str, index: int | None = None) -> str:
+    """A config key quoted back in an error -- only when it resembles (any case) a key this driver knows: anything
+    else may be a value pasted where the key goes (``--config hf_...``), so it is named by position instead."""
+    t = text.strip()
+    namespace, _, name = (t if ":" in t else f"{PROJECT}:{t}").lower().partition(":")
+    names = [k.partition(":")[2].lower() for k in _all_keys() if k.partition(":")[0].lower() == namespace]
+    if len(t) <= 100 and t.isprintable() and difflib.get_close_matches(name, names, n=1, cutoff=0.75):
+        return t
+    return f"#{index} (not echoed)" if index else "(not echoed)"
+
+
+def config_key(text: str, option: str = "--config", index: int | None = None) -> str:
     key = text.strip()
     if ":" not in key:
         key = f"{PROJECT}:{key}"
     namespace, _, name = key.partition(":")
     if not (_KEY_PART.match(namespace) and _KEY_PART.match(name)):
-        raise UserError(f"{text!r} is not a config key; write NAME (meaning {PROJECT}:NAME) or namespace:NAME")
+        raise UserError(f"{option} {_shown(text, index)}: not a config key; write NAME (meaning {PROJECT}:NAME) "
+                        "or namespace:NAME")
     return key
 
 
-def parse_config(item: str) -> ConfigChange:
+def looks_secret(key: str) -> bool:
+    """A config key that names a secret: a known secret in any case, or a name with a secret-ish word in it."""
+    name = key.rpartition(":")[2].lower()
+    known = {k.lower() for k in SECRET_KEYS} | {k.rpartition(":")[2].lower() for k in SECRET_PROVIDER_KEYS}
+    return name in known or any(word in name for word in SECRET_WORDS)
+
+
+def _secret_key_for(key: str) -> str | None:
+    """The --secret-env key a (mis-cased) secret-looking key most likely means, or None."""
+    namespace, _, name = key.partition(":")
+    candidates = ([k for k in SECRET_KEYS] if namespace.lower() == PROJECT else
+                  [k.partition(":")[2] for k in SECRET_PROVIDER_KEYS if k.partition(":")[0] == namespace])
+    exact = [c for c in candidates if c.lower() == name.lower()]
+    close = exact or difflib.get_close_matches(name.lower(), [c.lower() for c in candidates], n=1, cutoff=0.75)
+    if not close:
+        return None
+    match = next(c for c in candidates if c.lower() == close[0].lower())
+    return match if namespace == PROJECT else f"{namespace}:{match}"
+
+
+def _refuse_secret_config(key: str, index: int | None = None) -> NoReturn:
+    suggestion = _secret_key_for(key)
+    shown = _shown(key, index)
+    if suggestion:
+        hint = f"pass it as --secret-env {suggestion}=ENVVAR"
+        same = suggestion == key.partition(":")[2] or suggestion == key
+        what = "is a secret" if same else f"looks like a secret (did you mean {suggestion}?)"
+    else:
+        hint, what = "pass secrets with --secret-env KEY=ENVVAR", "looks like a secret"
+    raise UserError(f"--config {shown}: {what}; {hint} so it is encrypted (the value was not used or echoed)")
+
+
+def _known_plain(key: str) -> bool:
+    namespace, _, name = key.partition(":")
+    return (namespace == PROJECT and name in PLAIN_SETTINGS) or key in PLAIN_PROVIDER_KEYS
+
+
+def _unknown_key(key: str, option: str, known: Sequence[str], index: int | None = None) -> NoReturn:
+    close = difflib.get_close_matches(key.lower(), [k.lower() for k in known], n=1, cutoff=0.8)
+    hint = f"; did you mean {next(k for k in known if k.lower() == close[0])}?" if close else ""
+    listed = "" if hint else f" (known: {', '.join(known)})"
+    raise UserError(f"{option} {_shown(key, index)}: not a key this driver sets{hint}{listed}")
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEPS = str.maketrans({"[": "\x02", "{": "\x02", "]": "\x00", "}": "\x00"})
+
+
+def json_nesting_exceeds(text: str, limit: int = MAX_CONFIG_DEPTH) -> bool:
+    """Whether JSON text nests deeper than ``limit`` (brackets outside strings; unclosed ones count)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    steps = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).translate(_BRACKET_STEPS).encode("latin-1")
+    return any(depth > limit for depth in itertools.accumulate(steps, lambda d, x: d + x - 1, initial=0))
+
+
+def _secret_looking_keys(value: Any) -> list[str]:
+    """Keys inside a (bounded-depth) JSON value that name secrets."""
+    found, todo = [], [value]
+    while todo:
+        v = todo.pop()
+        if isinstance(v, dict):
+            found += [str(k) for k in v if looks_secret(str(k))]
+            todo += list(v.values())
+        elif isinstance(v, list):
+            todo += v
+    return found
+
+
+def parse_config(item: str, index: int = 1) -> ConfigChange:
     raw_key, sep, text = item.partition("=")
     if not sep or not raw_key.strip():
-        raise UserError(f"--config {item.split('=', 1)[0]!r}: write KEY=VALUE")
-    key = config_key(raw_key)
-    if key.partition(":")[2] in SECRET_KEYS and key.startswith(f"{PROJECT}:"):
-        name = key.partition(":")[2]
-        raise UserError(f"--config {key}: is a secret; pass it as --secret-env {name}=ENVVAR so it is encrypted")
+        raise UserError(f"--config {_shown(raw_key, index)}: write KEY=VALUE")
+    key = config_key(raw_key, "--config", index)
+    if looks_secret(key):
+        _refuse_secret_config(key, index)
+    if not _known_plain(key):
+        _unknown_key(key, "--config", [f"{PROJECT}:{k}" for k in PLAIN_SETTINGS] + list(PLAIN_PROVIDER_KEYS), index)
+    if _has_surrogates(text):
+        raise UserError(f"--config {key}: the value is not valid UTF-8 (not echoed)")
+    if json_nesting_exceeds(text):
+        raise UserError(f"--config {key}: the JSON value is nested deeper than {MAX_CONFIG_DEPTH} levels "
+                        "(settings nest 4)")
     try:
         parsed = json.loads(text)
+    except RecursionError:
+        raise UserError(f"--config {key}: the JSON value is nested too deeply") from None
     except ValueError:
         return ConfigChange(key, text, text)
     if isinstance(parsed, (dict, list)):
+        secretish = _secret_looking_keys(parsed)
+        if secretish:
+            raise UserError(f"--config {key}: the value holds a key named like a secret ({len(secretish)} of them); "
+                            "secrets go in --secret-env KEY=ENVVAR (the value was not used or echoed)")
         return ConfigChange(key, json.dumps(parsed, separators=(",", ":")), parsed)
     return ConfigChange(key, text, parsed)
 
 
-def parse_secret_env(item: str, env: Mapping[str, str]) -> ConfigChange:
+def _api_key_list(value: str) -> list[str]:
+    """The keys of an apiKeys value, as the gateway reads it (a JSON/YAML list, or comma/newline separated)."""
+    try:  # bounded: no alias bombs, no deep nesting
+        parsed = parse_yaml_text(value, "apiKeys") if len(value) <= 1024 * 1024 else None
+    except Exception:  # noqa: BLE001 -- not YAML (or hostile YAML): comma/newline separated then
+        parsed = None
+    if isinstance(parsed, list):
+        keys = [str(k).strip() if isinstance(k, (str, int, float)) else "" for k in parsed]  # as the gateway reads
+        return [k for k in keys if k] + [""] * sum(1 for k in parsed if isinstance(k, (list, dict)))
+    return [part.strip() for line in value.splitlines() for part in line.split(",") if part.strip()]
+
+
+def parse_secret_env(item: str, env: Mapping[str, str], index: int = 1) -> ConfigChange:
     raw_key, sep, var = item.partition("=")
     if not sep or not raw_key.strip() or not _ENV_NAME.match(var):
-        raise UserError(f"--secret-env {item!r}: write KEY=ENVVAR, e.g. hfToken=HF_TOKEN")
-    key = config_key(raw_key)
+        raise UserError(f"--secret-env {_shown(raw_key, index)}: write KEY=ENVVAR, e.g. hfToken=HF_TOKEN (ENVVAR is "
+                        "the NAME of a variable holding the secret, never the secret itself)")
+    key = config_key(raw_key, "--secret-env", index)
     namespace, _, name = key.partition(":")
-    if namespace == PROJECT and name not in SECRET_KEYS:
-        raise UserError(f"--secret-env {key}: not a secret setting; {PROJECT}'s secrets are {', '.join(SECRET_KEYS)}")
+    allowed = [f"{PROJECT}:{k}" for k in SECRET_KEYS] + list(SECRET_PROVIDER_KEYS)
+    if key not in allowed:
+        if namespace == PROJECT and not looks_secret(key):
+            raise UserError(f"--secret-env {key}: not a secret setting; {PROJECT}'s secrets are "
+                            f"{', '.join(SECRET_KEYS)} (plain settings go in --config)")
+        _unknown_key(key, "--secret-env", allowed, index)
     value = env.get(var, "")
     if not value:
-        raise UserError(f"--secret-env {raw_key}={var}: environment variable {var} is not set or empty")
+        # the name is echoed only when it looks like one (UPPER_CASE): else it may be the secret itself
+        if re.fullmatch(r"[A-Z_][A-Z0-9_]{0,63}", var):
+            raise UserError(f"--secret-env {key.partition(':')[2] if namespace == PROJECT else key}={var}: "
+                            f"environment variable {var} is not set or empty")
+        raise UserError(f"--secret-env #{index} {key}: the environment variable it names is not set or empty (the "
+                        "name is not echoed: it is not UPPER_CASE, is it the secret itself? give the NAME of a "
+                        "variable holding it)")
+    if _has_surrogates(value):
+        raise UserError(f"--secret-env {key}: ${var} is not valid UTF-8 (not echoed)")
+    if len(value) > MAX_SECRET_CHARS:
+        raise UserError(f"--secret-env {key}: ${var} has {len(value)} characters; at most {MAX_SECRET_CHARS} "
+                        "(not a secret this driver sets)")
+    if len(value.strip()) < MIN_SECRET_CHARS:
+        raise UserError(f"--secret-env {key}: ${var} has fewer than {MIN_SECRET_CHARS} characters; a secret that "
+                        "short could not be kept out of the output (refused)")
+    if name == "apiKeys":
+        keys = _api_key_list(value)
+        short = sum(1 for k in keys if len(k) < MIN_SECRET_CHARS)
+        if short:
+            raise UserError(f"--secret-env {key}: {short} of the API keys in ${var} have fewer than "
+                            f"{MIN_SECRET_CHARS} characters; such keys could not be kept out of the output (refused)")
     return ConfigChange(key, value, value, secret=True)
 
 
 def make_request(args: argparse.Namespace, env: Mapping[str, str]) -> Request:
     if not _STACK_NAME.match(args.stack):
-        raise UserError(f"--stack: {args.stack!r} is not a stack name (letters, digits, '-', '_', '.'; org/stack allowed)")
-    changes = [parse_config(c) for c in args.config] + [parse_secret_env(s, env) for s in args.secret_env]
+        raise UserError(f"--stack: {bounded_line(repr(args.stack), 60)} is not a stack name (letters, digits, '-', "
+                        "'_', '.'; org/stack allowed)")
+    changes = ([parse_config(c, i) for i, c in enumerate(args.config, 1)]
+               + [parse_secret_env(s, env, i) for i, s in enumerate(args.secret_env, 1)])
     keys = [c.key for c in changes]
     dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:
@@ -251,28 +463,40 @@ def check_confirmation(request: Request) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The offline plan, on the stack file plus this run's config changes
+# The stack file (read once, within bounds) and the offline plan on it plus this run's config changes
 
-def _stack_file_config(stack: str) -> dict | None:
+def read_stack_file(stack: str) -> dict[str, Any] | None:
+    """The stack file's top-level mapping, or None when there is no stack file. A file that can't be used (not
+    UTF-8, not YAML, not a mapping, ``config:`` not a mapping, alias bombs, deep nesting, too big) is a UserError
+    with one line, for every operation: Pulumi would fail on it too, later and less clearly."""
+    file = stack_file(stack)
     try:
-        doc = yaml.safe_load(stack_file(stack).read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        doc = load_yaml_mapping(file)
+    except FileNotFoundError:
         return None
-    config = doc.get("config", {}) if isinstance(doc, dict) else None
-    return config if isinstance(config, dict) else None
+    config = doc.get("config")
+    if config is not None and not isinstance(config, dict):
+        raise UserError(f"{file}: `config:` must be a mapping of settings, not a {type(config).__name__}")
+    return doc
 
 
-def offline_plan(request: Request):
+def _config_of(doc: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {str(k): v for k, v in ((doc or {}).get("config") or {}).items()}
+
+
+def offline_plan(request: Request, doc: Mapping[str, Any] | None = None):
     """The plan ``up``/``preview`` would deploy; UserError (exit 2) with the plan's lines when it fails."""
     from infra.plan import build_plan
 
     stack = request.short_stack
-    config = _stack_file_config(stack)
-    if config is None:
-        load_stack_file(stack)  # raises the plan's own line (no such file, not YAML, config not a mapping)
-        config = {}
-    merged = {**config, **{c.key: ({"secure": "(from the environment)"} if c.secret else c.parsed)
-                           for c in request.changes}}
+    if doc is None:
+        doc = read_stack_file(stack)
+    if doc is None:
+        stacks = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
+        raise UserError(f"{stack_file(stack)}: no such stack file; create it with `pulumi stack init {stack}`, or use "
+                        f"one of: {', '.join(stacks) or 'none'}")
+    merged = {**_config_of(doc), **{c.key: ({"secure": "(from the environment)"} if c.secret else c.parsed)
+                                    for c in request.changes}}
     problems = _placeholder_problems(stack, merged)
     try:
         plan = build_plan(settings_from_stack_config(stack, merged))
@@ -302,13 +526,14 @@ def plan_summary(plan) -> dict | None:
             "kaito": {"mode": plan.kaito_mode, "version": plan.kaito_version}}
 
 
-def best_effort_plan(stack: str):
-    """For ``outputs``: the runtimes of the models, when the stack file can still be planned."""
+def best_effort_plan(stack: str, doc: Mapping[str, Any] | None = None):
+    """For ``outputs``: the runtimes of the models, when the stack file can still be planned (else None)."""
     try:
         from infra.plan import build_plan
 
-        return build_plan(load_stack_file(stack))
-    except UserError:
+        doc = doc if doc is not None else read_stack_file(stack)
+        return build_plan(settings_from_stack_config(stack, _config_of(doc))) if doc is not None else None
+    except Exception:  # noqa: BLE001 -- best effort: the runtimes default to vllm
         return None
 
 
@@ -333,37 +558,38 @@ def backend_url(env: Mapping[str, str]) -> str | None:
         return env["PULUMI_BACKEND_URL"]
     try:
         current = json.loads((_pulumi_home(env) / "credentials.json").read_text()).get("current")
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):  # unreadable, not UTF-8/JSON, not an object
         current = None
     if current:
         return str(current)
     try:
-        project = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text()) or {}
+        project = load_yaml_mapping(PROJECT_DIR / "Pulumi.yaml", "project file")
         return (project.get("backend") or {}).get("url")
-    except (OSError, yaml.YAMLError, AttributeError):
+    except (OSError, UserError, AttributeError):
         return None
 
 
-def backend_problems(env: Mapping[str, str], stack: str) -> list[str]:
-    url = backend_url(env)
+def backend_problems(env: Mapping[str, str], stack: str, doc: Mapping[str, Any] | None = None) -> list[str]:
+    url = backend_url(env) or ""
     if not url and not env.get("PULUMI_ACCESS_TOKEN"):
         return ["pulumi backend: none configured; set PULUMI_BACKEND_URL (e.g. azblob://state?storage_account=NAME "
                 "or file://$HOME/.pulumi-state), or PULUMI_ACCESS_TOKEN for Pulumi Cloud, or run `pulumi login`"]
     diy = bool(url) and url.split("://", 1)[0] in ("file", "azblob", "s3", "gs")
-    if diy and _uses_passphrase(stack) and not (env.get("PULUMI_CONFIG_PASSPHRASE") or env.get("PULUMI_CONFIG_PASSPHRASE_FILE")):
+    passphrase = env.get("PULUMI_CONFIG_PASSPHRASE") or env.get("PULUMI_CONFIG_PASSPHRASE_FILE")
+    if diy and _uses_passphrase(stack, doc) and not passphrase:
         return [f"PULUMI_CONFIG_PASSPHRASE: not set; stacks in the DIY backend {url.split('?', 1)[0]} encrypt "
                 "their secrets with a passphrase: set it (or PULUMI_CONFIG_PASSPHRASE_FILE)"]
     return []
 
 
-def _uses_passphrase(stack: str) -> bool:
-    config = None
-    try:
-        doc = yaml.safe_load(stack_file(stack).read_text()) or {}
-        config = doc.get("secretsprovider") if isinstance(doc, dict) else None
-    except (OSError, yaml.YAMLError):
-        pass
-    return not config or str(config).startswith("passphrase")
+def _uses_passphrase(stack: str, doc: Mapping[str, Any] | None = None) -> bool:
+    if doc is None:
+        try:
+            doc = read_stack_file(stack)
+        except UserError:
+            doc = None
+    provider = (doc or {}).get("secretsprovider")
+    return not provider or str(provider).startswith("passphrase")
 
 
 def _truthy(value: str | None) -> bool:
@@ -424,32 +650,114 @@ def required_plugins() -> list[tuple[str, str]]:
 # Redaction
 
 class Redactor:
-    """Replaces secret values, and the pieces of them, in any text or JSON-like value.
+    """Replaces secret values, and the pieces of them, in any text or JSON-like value (see the module docstring).
 
     A secret's whole text is searched for when it has at least MIN_SECRET_FRAGMENT characters; its pieces (each
     API key of a list, each string inside a JSON/YAML secret such as a kubeconfig's token) when they have at
-    least MIN_SECRET_PIECE characters and are not a value the stack exports in plain text (a kubeconfig's
-    cluster name is also the ``cluster_name`` output).
+    least ``min_piece`` characters (MIN_INPUT_PIECE for --secret-env values, MIN_SECRET_PIECE for secret outputs)
+    and are not a value the stack exports in plain text (a kubeconfig's cluster name is also the
+    ``cluster_name`` output). Each is searched for in every form of :func:`secret_forms`; a piece of 4+
+    characters left at a cut (start/end of the text, either side of ``…``/``...``) is redacted too.
     """
 
     def __init__(self, secrets: Iterable[Any] = ()):
         self._fragments: set[str] = set()
+        self._text_re: re.Pattern[str] | None = None
+        self._b64_re: re.Pattern[str] | None = None
+        self._cut_forms: list[str] = []
+        self._longest = 0
         for s in secrets:
-            self.add(s)
+            self.add(s, min_piece=MIN_INPUT_PIECE)
 
-    def add(self, value: Any, plain: set[str] = frozenset()) -> None:
+    def add(self, value: Any, plain: set[str] | frozenset[str] = frozenset(),
+            min_piece: int = MIN_SECRET_PIECE, recompile: bool = True) -> None:
         whole = value.strip() if isinstance(value, str) else None
         if whole and len(whole) >= MIN_SECRET_FRAGMENT:
             self._fragments.add(whole)
         for piece in _pieces(value):
-            if len(piece) >= MIN_SECRET_PIECE and piece not in plain:
+            if len(piece) >= max(min_piece, MIN_SECRET_FRAGMENT) and piece not in plain:
                 self._fragments.add(piece)
+        if recompile:
+            self._compile()
+
+    def _compile(self) -> None:
+        texts: set[str] = set()
+        b64: set[str] = set()
+        for fragment in self._fragments:
+            t, b = secret_forms(fragment)
+            texts |= {f for f in t if len(f) >= MIN_SECRET_FRAGMENT}
+            b64 |= b
+        ordered = sorted(texts, key=len, reverse=True)
+        self._text_re = re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE) if ordered else None
+        self._b64_re = re.compile("|".join(map(re.escape, sorted(b64, key=len, reverse=True)))) if b64 else None
+        self._cut_forms = [f.translate(_ASCII_LOWER) for f in ordered if len(f) > MIN_CUT_PIECE and "\n" not in f]
+        self._longest = max((len(f) for f in [*ordered, *b64]), default=0)
 
     def text(self, text: str) -> str:
-        for fragment in sorted(self._fragments, key=len, reverse=True):
-            if fragment in text:
-                text = text.replace(fragment, SECRET)
-        return text
+        text = str(text)
+        if self._text_re is None:
+            return text
+        text = self._text_re.sub(SECRET, text)
+        if self._b64_re is not None:
+            text = self._b64_re.sub(SECRET, text)
+        parts = _CUT.split(text)
+        if len(parts) == 1:
+            return text
+        # a piece is redacted only where a text was cut (the start and end of any text would match too much:
+        # every line starting with "version" is the end of a kubeconfig's "apiVersion")
+        last = len(parts) - 1
+        return "".join(part if i % 2 else self._cut_pieces(part, tail=i < last, head=i > 0)
+                       for i, part in enumerate(parts))
+
+    def _cut_pieces(self, seg: str, *, tail: bool, head: bool) -> str:
+        """``seg`` is followed (``tail``) / preceded (``head``) by a cut: its last/first characters may be the
+        start/end of a secret."""
+        for form in self._cut_forms:
+            core = seg.rstrip() if tail else ""
+            low = core.translate(_ASCII_LOWER)
+            p = low.find(form[:MIN_CUT_PIECE], max(0, len(low) - len(form) + 1))
+            while p != -1:                      # the end of seg is the start of the form
+                if form.startswith(low[p:]):
+                    seg = core[:p] + SECRET + seg[len(core):]
+                    break
+                p = low.find(form[:MIN_CUT_PIECE], p + 1)
+            lead = len(seg) - len(seg.lstrip())
+            low = seg[lead:].translate(_ASCII_LOWER) if head else ""
+            q = low.rfind(form[-MIN_CUT_PIECE:], 0, len(form) - 1)
+            while q != -1:                      # the start of seg is the end of the form
+                if form.endswith(low[: q + MIN_CUT_PIECE]):
+                    seg = seg[:lead] + SECRET + seg[lead + q + MIN_CUT_PIECE:]
+                    break
+                q = low.rfind(form[-MIN_CUT_PIECE:], 0, q + MIN_CUT_PIECE - 1)
+        return seg
+
+    def split_secret(self, prev: str, cur: str) -> tuple[str, str]:
+        """``prev`` and ``cur`` are consecutive output lines: a secret that starts at the end of ``prev`` and goes
+        on at the start of ``cur`` (a wrapped or split line, its indent ignored) is redacted in both."""
+        for start in dict.fromkeys((len(cur) - len(cur.lstrip()), 0)):
+            joined = prev + cur[start:]
+            for rx in (self._text_re, self._b64_re):
+                if rx is None:
+                    continue
+                for m in rx.finditer(joined, max(0, len(prev) - self._longest)):
+                    if m.start() >= len(prev):
+                        break
+                    if m.end() > len(prev):
+                        return prev[: m.start()] + SECRET, cur[:start] + SECRET + cur[start + m.end() - len(prev):]
+        return prev, cur
+
+    def lines(self, text: str) -> str:
+        """Multi-line text redacted line by line, a secret split across two consecutive lines included."""
+        out: list[str] = []
+        held: str | None = None
+        for line in str(text).splitlines():
+            if held is not None:
+                prev, line = self.split_secret(held, line)
+                out.append(self.text(prev))
+            held = line
+        if held is not None:
+            out.append(self.text(held))
+        return "\n".join(out)
 
     def value(self, value: Any) -> Any:
         if isinstance(value, str):
@@ -464,30 +772,113 @@ class Redactor:
         plain = set().union(*(_leaves(o.value) for o in outputs.values() if not o.secret)) if outputs else set()
         for out in outputs.values():
             if out.secret:
-                self.add(out.value, plain)
+                self.add(out.value, plain, recompile=False)
+        self._compile()
         return {k: SECRET if out.secret else self.value(out.value) for k, out in outputs.items()}
 
 
-def _leaves(value: Any) -> set[str]:
-    """Every string inside a JSON-like value (keys included)."""
-    if isinstance(value, dict):
-        return set().union(*(_leaves(k) | _leaves(v) for k, v in value.items())) if value else set()
-    if isinstance(value, (list, tuple)):
-        return set().union(*(_leaves(v) for v in value)) if value else set()
-    return {value.strip()} if isinstance(value, str) and value.strip() else set()
+class LineStream:
+    """One output callback's lines through the redactor, held back one line so that a secret split across two
+    consecutive lines is caught (:meth:`Redactor.split_secret`). ``flush()`` emits the last line."""
+
+    def __init__(self, redactor: Redactor, emit: Callable[[str], None]):
+        self._redactor, self._emit = redactor, emit
+        self._held: str | None = None
+
+    def __call__(self, line: str) -> None:
+        line = str(line).rstrip("\r\n")
+        if self._held is not None:
+            prev, line = self._redactor.split_secret(self._held, line)
+            self._emit(_printable_text(self._redactor.text(prev)))
+        self._held = line
+
+    def flush(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._emit(_printable_text(self._redactor.text(held)))
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_CUT = re.compile(r"(…|\.\.\.)")
+
+
+def secret_forms(secret: str) -> tuple[set[str], set[str]]:
+    """The ways a secret gets printed: (text forms, matched in any letter case; base64 forms, matched exactly).
+
+    Text: as is; ``repr``/``ascii``/``unicode_escape`` (either quote), JSON (ASCII or not, ``\\/``) and HTML
+    escaped; percent-encoded (``quote`` with and without ``/`` safe, ``quote_plus``); hex of its UTF-8; each of those
+    inside a JSON string once more. Base64 (of the secret and of those forms): the
+    characters that encode only the secret's bytes at each of the 3 alignments it can have inside a longer base64
+    text (``base64(user:secret)``, ``base64("Bearer " + secret)``), standard and URL-safe alphabets; those shorter
+    than MIN_BASE64_FORM are left out (they match ordinary words).
+    """
+    s = secret
+    raw = s.encode("utf-8", "surrogatepass")
+    texts = {s, json.dumps(s)[1:-1], json.dumps(s, ensure_ascii=False)[1:-1], json.dumps(s)[1:-1].replace("/", "\\/"),
+             repr(s)[1:-1], ascii(s)[1:-1], s.encode("unicode_escape").decode("ascii"),
+             s.replace("\\", "\\\\").replace("'", "\\'"), s.replace("\\", "\\\\").replace('"', '\\"'),
+             html.escape(s), html.escape(s, quote=False), urllib.parse.quote(raw, safe=""), urllib.parse.quote(raw),
+             urllib.parse.quote_plus(raw), raw.hex()}
+    texts |= {json.dumps(t)[1:-1] for t in texts}  # each of them inside a JSON string (one more layer)
+    texts = {t for t in texts if t}
+    b64 = set()
+    for text in {s, *(t for t in texts if t.lower() != s.lower())}:  # base64 of the escaped forms too (JSON...)
+        data = text.encode("utf-8", "surrogatepass")
+        for k in range(3):
+            start, end = (8 * k + 5) // 6, (8 * (k + len(data))) // 6
+            for enc in (base64.b64encode, base64.urlsafe_b64encode):
+                core = enc(b"\0" * k + data).decode("ascii")[start:end]
+                if len(core) >= MIN_BASE64_FORM:
+                    b64.add(core)
+    return texts, b64
+
+
+def _printable_text(text: str) -> str:
+    """``text`` as printable on any stdout: lone surrogates (undecodable bytes) escaped, nothing else touched."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+MAX_LEAVES = 100_000
+
+
+def _leaves(value: Any, keys: bool = True) -> set[str]:
+    """Every string inside a JSON-like value (mapping keys too, unless ``keys`` is False); iterative, at most
+    MAX_LEAVES nodes visited."""
+    out: set[str] = set()
+    todo, seen = [value], 0
+    while todo and seen < MAX_LEAVES:
+        v = todo.pop()
+        seen += 1
+        if isinstance(v, dict):
+            todo += [*v.keys(), *v.values()] if keys else list(v.values())
+        elif isinstance(v, (list, tuple)):
+            todo += list(v)
+        elif isinstance(v, str) and v.strip():
+            out.add(v.strip())
+    return out
 
 
 def _pieces(value: Any) -> set[str]:
-    """The strings inside a secret: JSON-like leaves, the leaves of a JSON/YAML text, comma/newline parts."""
+    """The strings inside a secret: JSON-like leaves, the leaves of a JSON/YAML text, comma/newline parts.
+    Mapping keys are structure (a kubeconfig's ``apiVersion``, ``token``), not secret material: left out."""
     if not isinstance(value, str):
-        return set().union(*(_pieces(leaf) for leaf in _leaves(value))) if _leaves(value) else set()
+        out: set[str] = set()
+        for leaf in _leaves(value, keys=False):
+            out |= _pieces(leaf)
+        return out
     out = {part.strip() for line in value.splitlines() for part in line.split(",")}
-    try:
-        parsed = yaml.safe_load(value)  # JSON is YAML: API key lists, kubeconfigs
-    except yaml.YAMLError:
-        parsed = None
+    parsed = None
+    if len(value) <= 1024 * 1024:
+        try:  # JSON is YAML: API key lists, kubeconfigs (bounded: no alias bombs, no deep nesting)
+            parsed = parse_yaml_text(value, "secret")
+        except Exception:  # noqa: BLE001 -- not YAML, or a hostile one: the comma/newline parts remain
+            parsed = None
     if isinstance(parsed, (dict, list)):
-        out |= _leaves(parsed)
+        out |= _leaves(parsed, keys=False)
     return {p for p in out if p}
 
 
@@ -496,8 +887,8 @@ def _pieces(value: Any) -> set[str]:
 
 def endpoints(outputs: Mapping[str, Any], plan=None) -> list[dict[str, Any]]:
     """One entry per endpoint URL of each model, from the (redacted) stack outputs."""
-    models = outputs.get("models") if isinstance(outputs.get("models"), dict) else {}
-    kaito = outputs.get("kaito") if isinstance(outputs.get("kaito"), dict) else {}
+    models: dict = outputs["models"] if isinstance(outputs.get("models"), dict) else {}
+    kaito: dict = outputs["kaito"] if isinstance(outputs.get("kaito"), dict) else {}
     kaito_version = kaito.get("version") or (plan.kaito_version if plan else None)
     gateway = bool(outputs.get("gateway_url")) and outputs.get("gateway_url") != SECRET
     entries = []
@@ -519,7 +910,7 @@ def _runtime_of(plan, model: str) -> str:
 
 
 def endpoint_checks(outputs: Mapping[str, Any]) -> dict[str, list]:
-    models = outputs.get("models") if isinstance(outputs.get("models"), dict) else {}
+    models: dict = outputs["models"] if isinstance(outputs.get("models"), dict) else {}
     return {name: list(m.get("checks") or []) for name, m in sorted(models.items()) if isinstance(m, dict)}
 
 
@@ -556,33 +947,34 @@ class Deps:
     env: Mapping[str, str] = dataclasses.field(default_factory=lambda: dict(os.environ))
     which: Callable[..., str | None] = shutil.which
     run: Callable[..., subprocess.CompletedProcess] = subprocess.run
-    out: Callable[[str], None] = lambda line: print(line, flush=True)
-    err: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True)
+    out: Callable[[str], None] = lambda line: print(_printable_text(line), flush=True)
+    err: Callable[[str], None] = lambda line: print(_printable_text(line), file=sys.stderr, flush=True)
     clock: Callable[[], float] = time.monotonic
 
 
 def execute(request: Request, deps: Deps, summary: Summary, redactor: Redactor) -> None:
     """Run ``request``; fills ``summary``. Raises UserError (refused / exit code) or OperationFailed."""
     op = request.operation
-    plan = offline_plan(request) if op in RUNS_PLAN else None
+    doc = read_stack_file(request.short_stack)  # every operation: a stack file that can't be used is one line
+    plan = offline_plan(request, doc) if op in RUNS_PLAN else None
     summary.plan = plan_summary(plan)
-    stack = open_stack(request, deps)
+    stack = open_stack(request, deps, doc)
     if op != "outputs":
         summary.resource_changes = run_operation(stack, op, deps, redactor)
     if op in ("up", "refresh", "outputs"):
         outputs = redactor.outputs(stack.outputs())
-        plan = plan if plan is not None else best_effort_plan(request.short_stack)
+        plan = plan if plan is not None else best_effort_plan(request.short_stack, doc)
         summary.outputs = outputs
         summary.endpoints = endpoints(outputs, plan)
         summary.endpoint_checks = endpoint_checks(outputs)
     if op == "outputs":
         for line in endpoint_lines(summary.endpoints):
-            deps.out(line)
+            deps.out(_printable_text(line))
 
 
-def open_stack(request: Request, deps: Deps) -> StackApi:
+def open_stack(request: Request, deps: Deps, doc: Mapping[str, Any] | None = None) -> StackApi:
     """Preflight, then the stack (created only for up/preview), with this run's config set."""
-    api = deps.api_factory(preflight(request, deps))
+    api = deps.api_factory(preflight(request, deps, doc))
     if request.operation in RUNS_PLAN:
         stack = api.create_or_select_stack(request.stack)
     else:
@@ -596,17 +988,20 @@ def run_operation(stack: StackApi, op: str, deps: Deps, redactor: Redactor) -> d
     """Install the plugins, run ``op`` streaming the engine's (redacted) output; the resource changes."""
     for name, version in required_plugins():
         stack.install_plugin(name, version)
-    stream_out = lambda line: deps.out(redactor.text(line.rstrip("\n")))
-    stream_err = lambda line: deps.err(redactor.text(line.rstrip("\n")))
-    changes = getattr(stack, op)(stream_out, stream_err)
+    stream_out, stream_err = LineStream(redactor, deps.out), LineStream(redactor, deps.err)
+    try:
+        changes = getattr(stack, op)(stream_out, stream_err)
+    finally:
+        stream_out.flush()
+        stream_err.flush()
     return {str(getattr(k, "value", k)): int(v) for k, v in (changes or {}).items()}
 
 
-def preflight(request: Request, deps: Deps) -> pathlib.Path:
+def preflight(request: Request, deps: Deps, doc: Mapping[str, Any] | None = None) -> pathlib.Path:
     pulumi = find_pulumi(deps.env, deps.which)
     if pulumi is None:
         raise UserError(CLI_MISSING)
-    problems = backend_problems(deps.env, request.short_stack)
+    problems = backend_problems(deps.env, request.short_stack, doc)
     if request.operation in NEEDS_AZURE:
         problems += azure_problems(deps.env, deps.which, deps.run)
     if problems:
@@ -614,10 +1009,23 @@ def preflight(request: Request, deps: Deps) -> pathlib.Path:
     return pulumi
 
 
+def _where(err: BaseException) -> str:
+    """``file:line`` of the innermost frame of ``err`` (relative to the project): where a bug happened."""
+    frames = traceback.extract_tb(err.__traceback__)
+    if not frames:
+        return "?"
+    path = pathlib.Path(frames[-1].filename)
+    try:
+        path = path.resolve().relative_to(PROJECT_DIR)
+    except (ValueError, OSError):
+        path = pathlib.Path(path.name)
+    return f"{path}:{frames[-1].lineno}"
+
+
 def run(argv: Sequence[str] | None = None, deps: Deps | None = None) -> int:
     deps = deps or Deps()
-    args = build_parser().parse_args(argv)  # exits 2 on bad arguments
-    summary = Summary(stack=args.stack, operation=args.operation)
+    args = build_parser().parse_args(argv)  # exits 2 on bad arguments (one line)
+    summary = Summary(stack=bounded_line(args.stack, 200), operation=args.operation)
     redactor = Redactor()
     started = deps.clock()
     code = 0
@@ -633,21 +1041,23 @@ def run(argv: Sequence[str] | None = None, deps: Deps | None = None) -> int:
     except OperationFailed as err:
         code = 1
         summary.result = "failed"
-        summary.errors = [redactor.text(f"{args.operation} {args.stack} failed: {err}")]
+        shown = first_error_line_redacted(err.detail, redactor) if err.detail else str(err)
+        summary.errors = [redactor.text(f"{args.operation} {summary.stack} failed: {shown}")]
     except KeyboardInterrupt:
         code = 130
         summary.result = "failed"
         summary.errors = ["interrupted"]
-    except Exception as err:  # a bug, not a user mistake: its traceback (redacted) helps, and the summary is written
+    except Exception as err:  # noqa: BLE001 -- a bug, not a user mistake: one redacted line, never a traceback
         code = 1
         summary.result = "failed"
-        deps.err(redactor.text(traceback.format_exc().rstrip()))
-        summary.errors = [redactor.text(f"{args.operation} {args.stack}: unexpected {type(err).__name__}: {err}")]
+        summary.errors = [redactor.text(f"{args.operation} {summary.stack}: unexpected {type(err).__name__} at "
+                                        f"{_where(err)} (a bug in kaito-aks; please report it): {err}")]
+    summary.errors = [redactor.text(bounded_line(line, MAX_LINE_CHARS)) for line in summary.errors]
     summary.duration_seconds = round(deps.clock() - started, 1)
     for line in summary.errors:
         deps.err(line)
     if summary.result == "succeeded" and args.operation != "outputs":
-        deps.err(result_line(summary))
+        deps.err(bounded_line(result_line(summary), MAX_LINE_CHARS))
     if args.json_out:
         code = write_summary(args.json_out, summary, deps) or code
     return code
@@ -663,13 +1073,17 @@ def result_line(summary: Summary) -> str:
 
 def write_summary(path: pathlib.Path, summary: Summary, deps: Deps) -> int:
     try:
+        text = json.dumps(summary.to_json(), indent=2, default=str) + "\n"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(summary.to_json(), indent=2, default=str) + "\n")
+        tmp.write_text(text)
         tmp.replace(path)
     except OSError as e:
-        deps.err(f"--json-out {path}: cannot write ({e.strerror or e})")
+        deps.err(bounded_line(f"--json-out {path}: cannot write ({e.strerror or e})", MAX_LINE_CHARS))
         return 2
+    except Exception as e:  # noqa: BLE001 -- e.g. an output nobody can serialise: still one line
+        deps.err(bounded_line(f"--json-out {path}: cannot write the summary ({type(e).__name__})", MAX_LINE_CHARS))
+        return 1
     return 0
 
 
@@ -685,6 +1099,22 @@ def first_error_line(text: str) -> str:
         if line.startswith("error:"):
             return line.removeprefix("error:").strip()
     return lines[-1] if lines else "the pulumi command failed"
+
+
+def first_error_line_redacted(text: str, redactor: Redactor) -> str:
+    """:func:`first_error_line` of a command's whole output, redacted with the lines around it (a secret may
+    continue from the line before or onto the line after) -- without redacting megabytes of engine output."""
+    lines = text.splitlines()
+    pick = next((i for i, line in enumerate(lines) if re.sub(r"^(stdout|stderr):\s*", "", line.strip())
+                 .startswith("error:")), None)
+    if pick is None:
+        window = lines[-2:]
+    else:
+        window = lines[max(0, pick - 1): pick + 2]
+    redacted = redactor.lines("\n".join(window)).splitlines()
+    if pick is None:
+        return first_error_line("\n".join(redacted))
+    return first_error_line(redacted[min(pick, 1)])  # the picked line, now redacted
 
 
 class PulumiAutomation:
@@ -770,11 +1200,21 @@ def call_translating_errors(fn: Callable[[], Any], auto: Any, stack_name: str) -
                         "killed run: `pulumi cancel` on Pulumi Cloud, or delete the stack's entry under "
                         ".pulumi/locks/ in a DIY backend)", exit_code=1) from None
     except auto.CommandError as e:
-        raise OperationFailed(first_error_line(str(e))) from None
+        raise OperationFailed(first_error_line(str(e)), detail=str(e)) from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(argv)
+    """The last resort around :func:`run`: whatever happens, one line and a non-zero exit, never a traceback
+    (the exception's message is left out here: no redactor is known at this level)."""
+    try:
+        return run(argv)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # noqa: BLE001
+        with contextlib.suppress(Exception):  # stderr itself may be gone
+            print(bounded_line(f"python -m infra.automation: internal error ({type(err).__name__} at {_where(err)}); "
+                               "a bug in kaito-aks: please report it"), file=sys.stderr, flush=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 from infra.errors import UserError, bounded_line
 
@@ -20,9 +21,18 @@ COMMAND_MODULES = ("infra.cli_plan", "infra.cli_check", "infra.cli_gateway", "in
                    "infra.cli_preflight")
 
 
+class _Parser(argparse.ArgumentParser):
+    """One bounded error line (no usage block); unrecognized arguments are not echoed (they may be a key)."""
+
+    def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments"):
+            message = "unrecognized arguments (not echoed: they may hold secrets)"
+        self.exit(2, bounded_line(f"{self.prog}: error: {message} (see --help)") + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m infra", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser = _Parser(prog="python -m infra", description=__doc__.splitlines()[0], allow_abbrev=False)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
     return parser

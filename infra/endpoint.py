@@ -19,14 +19,39 @@ are retried with capped exponential backoff and jitter until one deadline for th
 request's timeout is cut to the time left, so the deadline is never overshot by more than one request timeout.
 Anything else (4xx, 500, malformed JSON, a wrong shape, a missing model) fails at once.
 
-A failure raises :class:`EndpointCheckError`: one line naming the URL, the step, the last HTTP status and body
-excerpt, and the elapsed time. The API key never appears in messages, logs or results.
+A failure raises :class:`EndpointCheckError`: one line (at most ``MAX_LINE_CHARS``) naming the URL, the step, the
+last HTTP status and body excerpt, and the elapsed time.
+
+Fail fast: arguments that no retry can fix raise ``ValueError`` before any request -- an API key that is not a
+valid HTTP header value (control characters such as the CR of a key file with Windows line endings, leading or
+trailing whitespace, non-ASCII, fewer than ``MIN_API_KEY_CHARS`` or more than ``MAX_API_KEY_CHARS`` characters),
+a URL that is not a plain ``http(s)://host[:port][/prefix]`` (bad or out-of-range port, spaces or control
+characters, no host, another scheme, ``user:password@``, a query or fragment), timeouts that are not finite or
+above ``MAX_TIMEOUT_S`` / ``MAX_REQUEST_TIMEOUT_S``. A request the HTTP library still refuses to send is fatal at
+once too (:class:`InvalidRequestError`, a ``ValueError``). Messages never quote the key, and quote URLs only redacted.
+
+Secrets: the API key never appears in messages, logs or results. :class:`Scrubber` removes it from every string
+that leaves the module (result fields -- also what ``/v1/models`` lists and what the model answered --, error
+messages, log lines) in every form a server or a library may print it: any letter case, JSON/``repr``/HTML
+escaped, percent-encoded, hex, and base64 (inside any wrapper, e.g. ``Basic``/``Bearer``). Text is scrubbed
+before and after it is cut, and a cut that leaves the first or last 4+ characters of the key at the cut (the
+start/end of a text, either side of an ``…``) has that piece removed too. What cannot be caught: a key a server
+transforms otherwise (reversed, hashed, encoded twice other than inside a JSON string, split by inserted
+characters or whitespace), a fragment of it in the middle of a text, and the base64 of keys under 7 characters.
+
+Bounds: every message is one line of at most ``MAX_LINE_CHARS``; model ids are shown up to
+``MAX_MODEL_ID_CHARS``; JSON nested deeper than ``MAX_JSON_DEPTH`` is a malformed answer, not a crash; an
+unexpected exception inside the check becomes an :class:`EndpointCheckError` (one scrubbed line), never a traceback.
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as _dt
 import email.utils
+import html
+import ipaddress
+import itertools
 import json
 import logging
 import math
@@ -40,10 +65,13 @@ from typing import Any, Callable, Iterable
 
 import requests
 
+from infra.catalog import UnknownKaitoVersion, load_catalog
+from infra.errors import MAX_LINE_CHARS as _PROJECT_MAX_LINE
+
 logger = logging.getLogger(__name__)
 
 RUNTIMES = ("vllm", "transformers")
-DEFAULT_KAITO_VERSION = "0.12.0"
+DEFAULT_KAITO_VERSION = load_catalog().default_helm_version  # the chart kaito-aks installs by default
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 BACKOFF_BASE_S = 0.25           # first retry delay (before jitter)
 BACKOFF_CAP_S = 2.0             # longest delay between attempts: a ready server is noticed within ~2 s
@@ -53,6 +81,21 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 MIN_ATTEMPT_S = 0.05            # no new attempt in the last 50 ms before the deadline
 EXCERPT_CHARS = 160
 SAMPLE_CHARS = 200
+MAX_LINE_CHARS = _PROJECT_MAX_LINE  # any message line (errors, log lines, notes): the project's bound (400)
+MAX_REASON_CHARS = 240          # the reason part of an error line
+MAX_URL_CHARS = 2048            # a longer --url is refused
+URL_SHOWN_CHARS = 160           # a URL quoted in a message
+MAX_MODEL_ID_CHARS = 200        # a served model id as shown (results, messages)
+MAX_MODELS_KEPT = 256           # ids kept in the result; a longer /v1/models list is noted
+MAX_MODELS_SHOWN = 3            # ids named in a message
+MAX_JSON_DEPTH = 64             # OpenAI answers nest ~5 deep; deeper is malformed (and must not blow the stack)
+MIN_API_KEY_CHARS = 4           # a shorter key could not be scrubbed without mangling every message
+MAX_API_KEY_CHARS = 4096
+MAX_TIMEOUT_S = 86_400.0        # the whole check (a day)
+MAX_REQUEST_TIMEOUT_S = 3_600.0  # one request (an hour)
+MIN_CUT_PIECE = 4               # a piece of the key this long left at a cut is scrubbed
+MIN_BASE64_FORM = 8             # base64 forms shorter than this are not searched (they match ordinary words)
+ELLIPSIS = "…"
 
 # Deterministic generation: greedy, few tokens. Prompts any chat model can answer in a word or two.
 CHAT_PROMPT = "What is the capital of France?"
@@ -60,7 +103,7 @@ COMPLETION_PROMPT = "The capital of France is"
 MAX_TOKENS = 8                  # single requests
 PROBE_MAX_TOKENS = 16           # concurrency probe: enough tokens for a tokens/s figure
 USER_AGENT = "kaito-aks-endpoint-check/1"
-_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)(?:\.(\d+))?$")
+_VERSION_RE = re.compile(r"^v?(\d{1,6})\.(\d{1,6})(?:\.(\d{1,6}))?$")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -108,11 +151,12 @@ class EndpointCheckError(Exception):
 
     def __init__(self, url: str, step: str, reason: str, *, status: int | None = None,
                  body_excerpt: str = "", elapsed_s: float = 0.0) -> None:
-        self.url = url
-        self.step = step
-        self.reason = _one_line(reason)
+        # Every part is one bounded line whoever builds the error (callers scrub secrets before).
+        self.url = _printable(_one_line(url), URL_SHOWN_CHARS)
+        self.step = _printable(_one_line(step), 40)
+        self.reason = _printable(_one_line(reason), MAX_REASON_CHARS)
         self.status = status
-        self.body_excerpt = _one_line(body_excerpt)
+        self.body_excerpt = _printable(_one_line(body_excerpt), EXCERPT_CHARS)
         self.elapsed_s = elapsed_s
         super().__init__(self.message)
 
@@ -120,7 +164,8 @@ class EndpointCheckError(Exception):
     def message(self) -> str:
         last = (f"last HTTP {self.status}" + (f" {self.body_excerpt!r}" if self.body_excerpt else " (empty body)")
                 if self.status is not None else "no HTTP response")
-        return f"{self.url}: step '{self.step}' failed after {self.elapsed_s:.1f} s: {self.reason}; {last}"
+        return _printable(f"{self.url}: step '{self.step}' failed after {self.elapsed_s:.1f} s: {self.reason}; {last}",
+                          MAX_LINE_CHARS)
 
     def __reduce__(self):  # picklable (the provider host and multiprocessing may pickle it)
         return (_rebuild_error, (self.url, self.step, self.reason, self.status, self.body_excerpt, self.elapsed_s))
@@ -128,6 +173,11 @@ class EndpointCheckError(Exception):
 
 def _rebuild_error(url: str, step: str, reason: str, status: int | None, body: str, elapsed: float) -> EndpointCheckError:
     return EndpointCheckError(url, step, reason, status=status, body_excerpt=body, elapsed_s=elapsed)
+
+
+class InvalidRequestError(ValueError):
+    """The HTTP library refused to send a request (a URL or header it cannot use): an argument problem, fatal at
+    once. Its message is one scrubbed line that never quotes the header value."""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -151,22 +201,30 @@ KAITO_CHAT = ApiSurface("kaito-chat", models=False, chat=False, completions=Fals
 def parse_kaito_version(version: str) -> tuple[int, int, int]:
     m = _VERSION_RE.match(str(version).strip())
     if not m:
-        raise ValueError(f"KAITO version {version!r} is not of the form 0.12.0")
+        raise ValueError(f"KAITO version {_printable(repr(version), 60)} is not of the form 0.12.0")
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
 def api_surface(runtime: str, kaito_version: str) -> ApiSurface:
-    """What the runtime serves in that KAITO version (FACTS.md addendum: inference_api.py at v0.6.0 and v0.12.0)."""
+    """What the runtime serves in that KAITO version (docs/kaito-runtime.md#api-surface-per-runtime-and-release).
+
+    vLLM serves OpenAI's API in every release; what the transformers runtime serves is the release's
+    ``transformers_api`` in the catalog (KAITO's own ``/chat`` up to 0.8, OpenAI chat from 0.9).
+    """
     if runtime not in RUNTIMES:
-        raise ValueError(f"runtime {runtime!r} is not one of {', '.join(RUNTIMES)}")
-    major_minor = parse_kaito_version(kaito_version)[:2]
+        raise ValueError(f"runtime {_printable(repr(runtime), 60)} is not one of {', '.join(RUNTIMES)}")
+    major, minor, patch = parse_kaito_version(kaito_version)
     if runtime == "vllm":
         return OPENAI  # vllm.entrypoints.openai.api_server in every KAITO release since 0.4
-    if major_minor == (0, 6):
-        return KAITO_CHAT
-    if major_minor >= (0, 12):
-        return OPENAI_CHAT
-    raise ValueError(f"the transformers runtime's API is known for KAITO 0.6.x and 0.12+, not {kaito_version}")
+    catalog = load_catalog()
+    try:
+        release = catalog.release(f"{major}.{minor}.{patch}")
+    except UnknownKaitoVersion as e:
+        newest = catalog.releases[catalog.known_versions[-1]]
+        if (major, minor, patch) <= parse_kaito_version(newest.version):
+            raise ValueError(f"the transformers runtime's API: {e}") from None
+        release = newest  # a release newer than any known keeps the newest known API (it has only grown since 0.9)
+    return KAITO_CHAT if release.transformers_api == "kaito-chat" else OPENAI_CHAT
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -211,29 +269,128 @@ def percentile(values: Iterable[float], q: float) -> float:
     return xs[min(rank, len(xs)) - 1]
 
 
-def redact_url(url: str) -> str:
-    """Drop user:password@ from a URL (the only place a URL can carry a credential we'd print)."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
+# ---------------------------------------------------------------------------------------------------------
+# Arguments that no retry can fix: the API key (an HTTP header value) and the base URL
+# ---------------------------------------------------------------------------------------------------------
+_CHAR_NAMES = {"\r": "a carriage return (CR)", "\n": "a line feed (LF)", "\t": "a tab", " ": "a space",
+               "\x00": "a NUL character", "\x7f": "a DEL character"}
+
+
+def _char_name(ch: str) -> str:
+    if ch in _CHAR_NAMES:
+        return _CHAR_NAMES[ch]
+    if ch.isspace():
+        return "a whitespace character"
+    return "a control character" if ord(ch) < 0x20 or 0x7f <= ord(ch) < 0xa0 else "a non-ASCII character"
+
+
+def api_key_problem(key: Any) -> str | None:
+    """Why ``key`` can't be sent as ``Authorization: Bearer <key>``, or None. Never quotes the key.
+
+    A key is sent as an HTTP header value: printable ASCII without whitespace (RFC 6750 tokens have none),
+    ``MIN_API_KEY_CHARS`` to ``MAX_API_KEY_CHARS`` characters.
+    """
+    if not isinstance(key, str):
+        return f"is a {type(key).__name__}, not a string"
+    if not key:
+        return "is empty"
+    if len(key) > MAX_API_KEY_CHARS:
+        return f"is {len(key)} characters long; at most {MAX_API_KEY_CHARS} fit in an HTTP header"
+    for i, ch in enumerate(key):
+        if not "\x21" <= ch <= "\x7e":
+            where = ("at the end" if i == len(key) - 1 else "at the start" if i == 0
+                     else f"at position {i + 1} of {len(key)}")
+            hint = (" (a key file with Windows line endings, or a copied newline?): strip it"
+                    if ch in "\r\n" and i >= len(key) - 2 else
+                    " (give the key alone, without 'Bearer ')" if key[:7].lower() == "bearer " else "")
+            return (f"contains {_char_name(ch)} {where}{hint}; a key is sent as an HTTP header value and must be "
+                    "printable ASCII without whitespace")
+    if len(key) < MIN_API_KEY_CHARS:
+        return (f"is {len(key)} characters long; at least {MIN_API_KEY_CHARS} (a shorter key cannot be kept out "
+                "of the output)")
+    return None
+
+
+def validate_api_key(key: Any) -> None:
+    """ValueError (one line, no key material) when ``key`` can't be sent as a Bearer token."""
+    problem = api_key_problem(key)
+    if problem:
+        raise ValueError(f"API key {problem}")
+
+
+def redact_url(url: Any) -> str:
+    """A URL safe to print: ``user:password@`` -> ``***@``, a query -> ``?***``, a fragment -> ``#***``; one
+    escaped line of at most ``URL_SHOWN_CHARS``. Textual (never raises), so it works on URLs that don't parse."""
+    text = str(url)
+    head, sep, rest = text.partition("://")
+    if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", head):
+        head += sep
+    else:
+        head, rest = "", text
+    cut = re.search(r"[/?#]", rest)
+    authority, tail = (rest[: cut.start()], rest[cut.start():]) if cut else (rest, "")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    q = re.search(r"[?#]", tail)
+    if q:
+        tail = tail[: q.start() + 1] + "***"
+    return _printable(head + authority + tail, URL_SHOWN_CHARS)
+
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?")
+
+
+def url_problem(url: Any) -> str | None:
+    """Why ``url`` is not a plain ``http(s)://host[:port][/prefix]`` base URL, or None. Never quotes the URL."""
+    if not isinstance(url, str):
+        return f"is a {type(url).__name__}, not a string"
+    if not url:
+        return "is empty"
+    if len(url) > MAX_URL_CHARS:
+        return f"is {len(url)} characters long; at most {MAX_URL_CHARS}"
+    bad = next((ch for ch in url if not "\x21" <= ch <= "\x7e"), None)
+    if bad is not None:
+        return (f"contains {_char_name(bad)}; write it percent-encoded (and an international host name in its "
+                "xn-- form)")
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return "must start with http:// or https://"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port                 # ValueError: not a number, or not 0-65535
+    except ValueError:
+        return "has a port that is not a number from 1 to 65535 (or a malformed [IPv6] host)"
+    if "@" in parts.netloc:
+        return ("must not carry credentials (user:password@); the check sends the API key as a Bearer token "
+                "(--api-key-env)")
+    if port == 0 or parts.netloc.rsplit("]", 1)[-1].endswith(":"):  # ":0", or an empty port ("host:")
+        return "has a port that is not a number from 1 to 65535"
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    if not host:
+        return "names no host"
+    if parts.netloc.startswith("["):
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            return "has a malformed [IPv6] host"
+    elif not all(_HOST_LABEL.fullmatch(label) for label in host.rstrip(".").split(".")):
+        return "has a host name that is not letters, digits, '-' and '.'"
+    if "?" in url or "#" in url:
+        return "must not have a query or fragment (a key goes in --api-key-env, never in the URL)"
+    return None
 
 
 def normalize_base_url(url: str) -> tuple[str, list[str]]:
     """Validate a base URL and return (server root without trailing '/', notes).
 
     The root may carry a gateway prefix (``http://gw/llama-8b``). A trailing ``/v1`` (the OpenAI SDK's
-    base_url convention) is dropped with a note, since the check appends ``/v1/...`` itself.
+    base_url convention) is dropped with a note, since the check appends ``/v1/...`` itself. A bad URL is a
+    ``ValueError`` whose message quotes the URL only redacted (:func:`redact_url`) and bounded.
     """
+    problem = url_problem(url)
+    if problem:
+        raise ValueError(f"URL {redact_url(url)!r} {problem}")
     notes: list[str] = []
-    if not isinstance(url, str) or not re.match(r"^https?://[^\s/?#]+", url):
-        raise ValueError(f"URL {url!r} must start with http:// or https:// and name a host")
-    parts = urllib.parse.urlsplit(url)
-    if parts.query or parts.fragment:
-        raise ValueError(f"URL {redact_url(url)!r} must not have a query or fragment")
     root = url.rstrip("/")
     if root.endswith("/v1"):
         root = root[: -len("/v1")]
@@ -241,32 +398,162 @@ def normalize_base_url(url: str) -> tuple[str, list[str]]:
     return root, notes
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Secrets and bounded text
+# ---------------------------------------------------------------------------------------------------------
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def secret_text_forms(secret: str) -> set[str]:
+    """The ways a secret is commonly printed, compared case-insensitively: as is, JSON / ``repr`` / ``ascii`` /
+    ``unicode_escape`` / HTML escaped, percent-encoded (``quote``, ``quote_plus``), hex of its UTF-8 -- and each of
+    those again inside a JSON string (one more layer: the JSON body of an error that quotes it)."""
+    raw = secret.encode("utf-8", "surrogatepass")  # a value from a non-UTF-8 environment has lone surrogates
+    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+             json.dumps(secret)[1:-1].replace("/", "\\/"), repr(secret)[1:-1], ascii(secret)[1:-1],
+             secret.replace("\\", "\\\\").replace("'", "\\'"), secret.replace("\\", "\\\\").replace('"', '\\"'),
+             secret.encode("unicode_escape").decode("ascii"), html.escape(secret), html.escape(secret, quote=False),
+             urllib.parse.quote(raw, safe=""), urllib.parse.quote(raw), urllib.parse.quote_plus(raw), raw.hex()}
+    forms |= {json.dumps(f)[1:-1] for f in forms}  # each of them inside a JSON string (an error body quoting it)
+    return {f for f in forms if f}
+
+
+def secret_base64_forms(secret: str, min_len: int = MIN_BASE64_FORM) -> set[str]:
+    """The base64 characters that encode only the secret's bytes, at each of the 3 alignments it can have
+    inside a longer base64 text (``Basic base64(user:key)``, ``base64("Bearer " + key)``, ...); standard and
+    URL-safe alphabets; of the secret and of its escaped forms (base64 of a JSON document quoting it). Matched
+    case-sensitively. Forms shorter than ``min_len`` are left out."""
+    forms = set()
+    for text in {secret, *(t for t in secret_text_forms(secret) if t.lower() != secret.lower())}:  # escaped ones too
+        raw = text.encode("utf-8", "surrogatepass")
+        for k in range(3):
+            start, end = (8 * k + 5) // 6, (8 * (k + len(raw))) // 6
+            for enc in (base64.b64encode, base64.urlsafe_b64encode):
+                core = enc(b"\0" * k + raw).decode("ascii")[start:end]
+                if len(core) >= min_len:
+                    forms.add(core)
+    return forms
+
+
 class Scrubber:
-    """Removes a secret (the API key) from any text before it is logged, raised or returned."""
+    """Removes secrets (the API key) from any text before it is logged, raised or returned.
+
+    Every form of :func:`secret_text_forms` (any letter case) and :func:`secret_base64_forms` becomes ``***``;
+    then, at each cut point -- the start and end of the text, either side of an ``…`` -- a piece of a form of at
+    least ``MIN_CUT_PIECE`` characters (the key's first characters before the cut, its last ones after) is
+    removed too, so text cut in the middle of the key doesn't keep the rest. Secrets shorter than
+    ``MIN_API_KEY_CHARS`` are ignored (they would mangle every message; keys that short are refused).
+    """
 
     def __init__(self, *secrets: str | None) -> None:
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        forms: set[str] = set()
+        b64: set[str] = set()
+        for s in secrets:
+            if isinstance(s, str) and len(s) >= MIN_API_KEY_CHARS:
+                forms |= {f for f in secret_text_forms(s) if len(f) >= MIN_API_KEY_CHARS}
+                b64 |= secret_base64_forms(s)
+        ordered = sorted(forms, key=len, reverse=True)
+        self._text_re = re.compile("|".join(map(re.escape, ordered)), re.IGNORECASE) if ordered else None
+        self._b64_re = (re.compile("|".join(map(re.escape, sorted(b64, key=len, reverse=True)))) if b64 else None)
+        self._pieces = [f.translate(_ASCII_LOWER) for f in ordered if len(f) > MIN_CUT_PIECE]
+        self.longest = max((len(f) for f in ordered), default=0)
 
-    def __call__(self, text: str) -> str:
-        for s in self._secrets:
-            text = text.replace(s, "***")
-        return text
+    def __bool__(self) -> bool:
+        return self._text_re is not None
+
+    def __call__(self, text: Any) -> str:
+        text = str(text)
+        if self._text_re is None:
+            return text
+        text = self._text_re.sub("***", text)
+        if self._b64_re is not None:
+            text = self._b64_re.sub("***", text)
+        return ELLIPSIS.join(self._cut_pieces(seg) for seg in text.split(ELLIPSIS))
+
+    def _cut_pieces(self, seg: str) -> str:
+        low = seg.translate(_ASCII_LOWER)
+        for form in self._pieces:
+            # the end of seg is the start of the form (the rest was cut off)
+            lo = max(0, len(low) - len(form) + 1)
+            p = low.find(form[:MIN_CUT_PIECE], lo)
+            while p != -1:
+                if form.startswith(low[p:]):
+                    seg, low = seg[:p] + "***", low[:p] + "***"
+                    break
+                p = low.find(form[:MIN_CUT_PIECE], p + 1)
+            # the start of seg is the end of the form (the beginning was cut off)
+            head = low[: len(form) - 1]
+            q = head.rfind(form[-MIN_CUT_PIECE:])
+            while q != -1:
+                if form.endswith(low[: q + MIN_CUT_PIECE]):
+                    seg, low = "***" + seg[q + MIN_CUT_PIECE:], "***" + low[q + MIN_CUT_PIECE:]
+                    break
+                q = head.rfind(form[-MIN_CUT_PIECE:], 0, q + MIN_CUT_PIECE - 1)
+        return seg
+
+    def bounded(self, text: Any, limit: int) -> str:
+        """Scrubbed, one escaped line, at most ``limit`` characters, scrubbed again after the cut."""
+        text = str(text)
+        text = text[: limit + self.longest + 64]  # enough to scrub a key that straddles the cut
+        return self(_printable(_one_line(self(text)), limit))
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: Any) -> str:
     return re.sub(r"\s+", " ", str(text)).strip()
 
 
 def excerpt(body: bytes | str, limit: int = EXCERPT_CHARS) -> str:
     """A body as a short printable one-liner for an error message (binary junk escaped, not printed raw)."""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    text = body[: 4 * limit + 64].decode("utf-8", "replace") if isinstance(body, bytes) else body[: 2 * limit + 64]
     return _printable(_one_line(text), limit)
 
 
 def _printable(text: str, limit: int = SAMPLE_CHARS) -> str:
-    """Text as a safe one-liner: control characters escaped, truncated."""
-    out = "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode() for ch in text)
-    return out if len(out) <= limit else out[: limit - 1] + "…"
+    """Text as a safe one-liner: control characters (and lone surrogates) escaped, truncated with ``…``."""
+    text = str(text)[: limit + 1]
+    out = "".join(ch if (ch.isprintable() or ch == " ") and not "\ud800" <= ch <= "\udfff"
+                  else ch.encode("unicode_escape").decode() for ch in text)
+    return out if len(out) <= limit else out[: limit - 1] + ELLIPSIS
+
+
+def _shown_ids(ids: Iterable[str], limit: int = MAX_MODELS_SHOWN) -> str:
+    """Model ids for a message: the count when there are many, then at most ``limit``, each bounded, quoted."""
+    ids = list(ids)
+    shown = ", ".join(repr(_printable(i, 60)) for i in ids[:limit])
+    return (f"{len(ids)} models, the first {limit}: {shown}, ..." if len(ids) > limit else shown)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# JSON with a nesting bound (a server's "[[[[..." must be a malformed answer, not a RecursionError)
+# ---------------------------------------------------------------------------------------------------------
+class JsonTooDeepError(ValueError):
+    """JSON nested deeper than ``MAX_JSON_DEPTH``."""
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_BRACKET_STEPS = str.maketrans({"[": "\x02", "{": "\x02", "]": "\x00", "}": "\x00"})  # +1 / -1, offset by 1
+
+
+def json_nesting_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON text nests arrays/objects deeper than ``limit`` (counting brackets outside strings;
+    unclosed ones count too). Strings and other characters are dropped in C; the running depth stops at the
+    first level past ``limit``, so a hostile ``[[[[...`` costs little."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    steps = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text)).translate(_BRACKET_STEPS).encode("latin-1")
+    return any(depth > limit for depth in itertools.accumulate(steps, lambda d, x: d + x - 1, initial=0))
+
+
+def loads_bounded(data: bytes | str, limit: int = MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` that raises :class:`JsonTooDeepError` (a ValueError) for JSON nested deeper than ``limit``."""
+    text = data.decode(json.detect_encoding(data), "surrogatepass") if isinstance(data, (bytes, bytearray)) else data
+    if json_nesting_exceeds(text, limit):
+        raise JsonTooDeepError(f"the JSON is nested deeper than {limit} levels")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise JsonTooDeepError(f"the JSON is nested deeper than {limit} levels") from None
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -286,9 +573,12 @@ class SSEParser:
     def __init__(self) -> None:
         self._buf = b""
         self._data: list[str] = []
+        self._data_size = 0
 
     def feed(self, chunk: bytes) -> list[str]:
         self._buf += chunk
+        if len(self._buf) > MAX_BODY_BYTES or self._data_size > MAX_BODY_BYTES:
+            raise SSEError(f"a stream line or event is larger than {MAX_BODY_BYTES} bytes")
         events: list[str] = []
         while True:
             m = re.search(rb"\r\n|\r|\n", self._buf)
@@ -308,7 +598,7 @@ class SSEParser:
             self._buf = b""
         if self._data:
             events.append("\n".join(self._data))
-            self._data = []
+            self._data, self._data_size = [], 0
         return events
 
     def _line(self, raw: bytes, events: list[str]) -> None:
@@ -319,7 +609,7 @@ class SSEParser:
         if line == "":
             if self._data:
                 events.append("\n".join(self._data))
-                self._data = []
+                self._data, self._data_size = [], 0
             return
         if line.startswith(":"):
             return
@@ -328,6 +618,7 @@ class SSEParser:
             value = value[1:]
         if field == "data":
             self._data.append(value)
+            self._data_size += len(value)
 
 
 @dataclasses.dataclass
@@ -357,7 +648,9 @@ def consume_chat_stream(chunks: Iterable[bytes], clock: Callable[[], float] = ti
             s.done = True
             return
         try:
-            obj = json.loads(data)
+            obj = loads_bounded(data)
+        except JsonTooDeepError as e:
+            raise SSEError(f"stream event JSON: {e}") from None
         except ValueError as e:
             raise SSEError(f"stream event is not JSON: {excerpt(data)!r}") from e
         if not isinstance(obj, dict):
@@ -482,11 +775,11 @@ def validate_kaito_chat(obj: Any) -> str:
 
 
 def missing_model_reason(expected: str, served: tuple[str, ...]) -> str:
-    reason = f"expected model {expected!r} is not served; served: {', '.join(repr(s) for s in served)}"
+    """One line: the model asked for is not served (a hint first, then at most MAX_MODELS_SHOWN served ids)."""
     guess = expected.rsplit("/", 1)[-1].lower()
-    if guess in served and guess != expected:
-        reason += f" (KAITO serves the lower-cased last segment of the HF id: use {guess!r})"
-    return reason
+    hint = (f" (KAITO serves the lower-cased last segment of the HF id: use {_printable(guess, 80)!r})"
+            if guess in served and guess != expected else "")
+    return f"expected model {_printable(expected, 80)!r} is not served{hint}; served: {_shown_ids(served)}"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -545,6 +838,23 @@ def _describe_exception(e: BaseException) -> str:
     return f"{type(e).__name__}: {excerpt(text, 120)}"
 
 
+# What the HTTP library raises for a request it cannot even send: an argument problem, never worth a retry.
+_UNSENDABLE = (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader, requests.exceptions.InvalidSchema,
+               requests.exceptions.MissingSchema, requests.exceptions.URLRequired, requests.exceptions.InvalidJSONError)
+
+
+def _unsendable_reason(e: BaseException) -> str:
+    """Names the problem without quoting the library's message (InvalidHeader's quotes the header: the key)."""
+    if isinstance(e, (requests.exceptions.InvalidHeader, UnicodeEncodeError)):
+        return "a request header is not a valid HTTP header value (check the API key)"
+    if isinstance(e, (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                      requests.exceptions.MissingSchema, requests.exceptions.URLRequired)):
+        return "the URL is not one the HTTP client can use (check --url: host, port, characters)"
+    if isinstance(e, OverflowError):
+        return "a timeout is too large for this platform"
+    return f"the HTTP client refused the request ({type(e).__name__})"
+
+
 class _Checker:
     """One run of the check: the deadline, the session, the scrubber and the log live here."""
 
@@ -552,8 +862,9 @@ class _Checker:
                  session: requests.Session | None, log: Callable[[str], None] | None,
                  clock: Callable[[], float], sleep: Callable[[float], None], rng: random.Random) -> None:
         self.root = root
-        self.shown_url = redact_url(root)
         self.scrub = Scrubber(api_key)
+        self.shown_url = self.scrub(redact_url(root))
+        self.step = "ready"              # the step running now (named by an unexpected error)
         self.request_timeout_s = request_timeout_s
         self.clock = clock
         self.sleep = sleep
@@ -583,21 +894,27 @@ class _Checker:
     def elapsed(self) -> float:
         return self.clock() - self.start
 
+    def clean(self, text: Any, limit: int) -> str:
+        """Text that leaves the check: scrubbed, one escaped line, at most ``limit`` characters."""
+        return self.scrub.bounded(text, limit)
+
     def log(self, message: str) -> None:
-        message = self.scrub(message)
+        message = self.clean(message, MAX_LINE_CHARS)
         logger.info("%s", message)
         if self._log is not None:
             self._log(message)
 
     def error(self, step: str, reason: str, status: int | None = None, body: str = "") -> EndpointCheckError:
-        return EndpointCheckError(self.shown_url, step, self.scrub(reason), status=status,
-                                  body_excerpt=excerpt(self.scrub(body)) if body else "", elapsed_s=self.elapsed())
+        return EndpointCheckError(self.shown_url, step, self.clean(reason, MAX_REASON_CHARS), status=status,
+                                  body_excerpt=self.clean(body, EXCERPT_CHARS) if body else "",
+                                  elapsed_s=self.elapsed())
 
     # -- one HTTP exchange, retried ----------------------------------------------------------------------
     def call(self, step: str, method: str, path: str, body: dict[str, Any] | None = None,
              consume: Callable[[requests.Response, float, float], Any] | None = None) -> _Reply:
         """Send until a 2xx arrives and ``consume`` accepts it, retrying transient failures until the deadline."""
         url = self.root + path
+        self.step = step
         attempt = 0
         last: _Transient | None = None
         last_logged = -math.inf
@@ -612,6 +929,8 @@ class _Checker:
                 return self._once(method, url, body, per_request, sent, consume)
             except _Fatal as f:
                 raise self.error(step, f"{method} {path}: {f.reason}", f.status, f.body) from None
+            except InvalidRequestError as e:  # a request that can't be sent: an argument problem, never retried
+                raise InvalidRequestError(self.clean(f"{self.shown_url}: step '{step}': {e}", MAX_LINE_CHARS)) from None
             except _Transient as t:
                 last = t
             attempt += 1
@@ -634,8 +953,12 @@ class _Checker:
         try:
             resp = self.session.request(method, url, json=body, headers=self.headers, stream=True,
                                         timeout=(per_request, per_request), allow_redirects=False)
+        except _UNSENDABLE as e:
+            raise InvalidRequestError(_unsendable_reason(e)) from None
         except requests.exceptions.RequestException as e:
             raise _Transient(_describe_exception(e)) from None
+        except (ValueError, TypeError, OverflowError) as e:  # urllib3/http.client refusing a URL, header or timeout
+            raise InvalidRequestError(_unsendable_reason(e)) from None
         request_deadline = sent + per_request
         with resp:
             status = resp.status_code
@@ -674,8 +997,8 @@ class _Checker:
                 raise _Transient(t.problem, t.status, b"".join(chunks).decode("utf-8", "replace")) from None
         body = b"".join(chunks)
         declared = resp.headers.get("Content-Length")
-        if not lenient and declared and declared.isdigit() and "Content-Encoding" not in resp.headers \
-                and len(body) < int(declared):
+        if not lenient and declared and declared.isdigit() and len(declared) <= 18 \
+                and "Content-Encoding" not in resp.headers and len(body) < int(declared):
             raise _Transient(f"response body truncated ({len(body)} of {declared} bytes)", resp.status_code,
                              body.decode("utf-8", "replace"))
         return body
@@ -697,30 +1020,46 @@ class _Checker:
     def json_call(self, step: str, method: str, path: str, body: dict[str, Any] | None,
                   validate: Callable[[Any], Any]) -> tuple[Any, _Reply]:
         reply = self.call(step, method, path, body)
+        shown = lambda: reply.body[:16384].decode("utf-8", "replace")  # noqa: E731 (the excerpt needs the start)
         try:
-            obj = json.loads(reply.body)
+            obj = loads_bounded(reply.body)
+        except JsonTooDeepError as e:
+            raise self.error(step, f"{method} {path}: {e}", reply.status, shown()) from None
         except ValueError:
-            raise self.error(step, f"{method} {path}: the response is not valid JSON", reply.status,
-                             reply.body.decode("utf-8", "replace")) from None
+            raise self.error(step, f"{method} {path}: the response is not valid JSON", reply.status, shown()) from None
         try:
             return validate(obj), reply
         except ShapeError as e:
-            raise self.error(step, f"{method} {path}: {e}", reply.status,
-                             reply.body.decode("utf-8", "replace")) from None
+            raise self.error(step, f"{method} {path}: {e}", reply.status, shown()) from None
 
 
 # ---------------------------------------------------------------------------------------------------------
 # The check
 # ---------------------------------------------------------------------------------------------------------
+def _seconds_problem(value: Any, most: float) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "must be a number of seconds"
+    if not (value > 0 and math.isfinite(value)):
+        return "must be a positive number of seconds"
+    if value > most:
+        return f"must be at most {most:g} seconds"
+    return None
+
+
 def validate_arguments(*, runtime: str, kaito_version: str, timeout_s: float, request_timeout_s: float,
-                       concurrency: int) -> ApiSurface:
+                       concurrency: int, expected_model: str | None = None) -> ApiSurface:
+    """The API surface, or ValueError (one bounded line) for an argument no retry can fix."""
     surface = api_surface(runtime, kaito_version)
-    if not (isinstance(timeout_s, (int, float)) and timeout_s > 0 and math.isfinite(timeout_s)):
-        raise ValueError(f"timeout {timeout_s!r} must be a positive number of seconds")
-    if not (isinstance(request_timeout_s, (int, float)) and request_timeout_s > 0 and math.isfinite(request_timeout_s)):
-        raise ValueError(f"request timeout {request_timeout_s!r} must be a positive number of seconds")
+    for what, value, most in (("timeout", timeout_s, MAX_TIMEOUT_S),
+                              ("request timeout", request_timeout_s, MAX_REQUEST_TIMEOUT_S)):
+        problem = _seconds_problem(value, most)
+        if problem:
+            raise ValueError(f"{what} {_printable(repr(value), 40)} {problem}")
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 64:
-        raise ValueError(f"concurrency {concurrency!r} must be an integer from 1 to 64")
+        raise ValueError(f"concurrency {_printable(repr(concurrency), 40)} must be an integer from 1 to 64")
+    if expected_model is not None and not (
+            isinstance(expected_model, str) and 0 < len(expected_model) <= 512 and expected_model.isprintable()):
+        raise ValueError(f"expected model {_printable(repr(expected_model), 80)} must be 1 to 512 printable characters")
     return surface
 
 
@@ -746,14 +1085,26 @@ def check_endpoint(
     ``timeout_s`` bounds the whole check, including the wait for the server to come up; each request is
     also bounded by ``request_timeout_s``. Bad arguments raise ``ValueError`` before any request.
     """
-    surface = validate_arguments(runtime=runtime, kaito_version=kaito_version, timeout_s=timeout_s,
-                                 request_timeout_s=request_timeout_s, concurrency=concurrency)
-    root, notes = normalize_base_url(base_url)
-    c = _Checker(root, api_key=api_key, timeout_s=timeout_s, request_timeout_s=request_timeout_s,
+    key_text = api_key if isinstance(api_key, str) else None
+    scrub = Scrubber(key_text, key_text.strip() if key_text else None)
+    try:
+        surface = validate_arguments(runtime=runtime, kaito_version=kaito_version, timeout_s=timeout_s,
+                                     request_timeout_s=request_timeout_s, concurrency=concurrency,
+                                     expected_model=expected_model)
+        root, notes = normalize_base_url(base_url)
+        if api_key is not None and api_key != "":
+            validate_api_key(api_key)
+    except ValueError as e:  # one bounded line, the key never in it (it could be inside a bad URL)
+        raise ValueError(scrub.bounded(e, MAX_LINE_CHARS)) from None
+    c = _Checker(root, api_key=api_key or None, timeout_s=timeout_s, request_timeout_s=request_timeout_s,
                  session=session, log=log, clock=clock, sleep=sleep, rng=random.Random(seed))
     try:
         return _run(c, surface, runtime=runtime, kaito_version=kaito_version, expected_model=expected_model,
                     concurrency=concurrency, notes=notes)
+    except (EndpointCheckError, InvalidRequestError):
+        raise
+    except Exception as e:  # a bug, or an answer nobody foresaw: still one scrubbed line, never a traceback
+        raise c.error(c.step, f"unexpected {type(e).__name__}: {e}") from None
     finally:
         c.close()
 
@@ -775,18 +1126,21 @@ def _run(c: _Checker, surface: ApiSurface, *, runtime: str, kaito_version: str, 
         checks += ["ready", "models"]
         if expected_model is not None:
             if expected_model not in served:
-                raise c.error("models", missing_model_reason(expected_model, served), 200, ", ".join(served))
+                raise c.error("models", missing_model_reason(expected_model, served), 200,
+                              ", ".join(served[:MAX_MODELS_SHOWN]))
             model, verified = expected_model, True
         else:
             model = served[0]
             if len(served) > 1:
-                notes.append(f"several models served ({', '.join(served)}); checked {model}")
+                notes.append(f"several models served ({_shown_ids(served)}); checked {_printable(model, 80)!r}")
+        if len(served) > MAX_MODELS_KEPT:
+            notes.append(f"/v1/models listed {len(served)} models; the first {MAX_MODELS_KEPT} are kept")
     else:
         c.call("ready", "GET", "/health")
         ready_after = c.elapsed()
         checks.append("ready")
         notes.append("KAITO 0.6 transformers runtime lists no models: the served model is unknown"
-                     + (f" and {expected_model!r} could not be verified" if expected_model else ""))
+                     + (f" and {_printable(expected_model, 80)!r} could not be verified" if expected_model else ""))
     c.log(f"ready after {ready_after:.1f} s; model {model or '(unknown)'}")
 
     # 2. Single requests (deterministic: temperature 0, few tokens).
@@ -819,13 +1173,16 @@ def _run(c: _Checker, surface: ApiSurface, *, runtime: str, kaito_version: str, 
     if tps is None:
         notes.append("the server reports no token usage: tokens/s unknown")
 
+    # Everything that leaves: scrubbed (what a server says may hold the key) and bounded.
     result = EndpointResult(
-        url=c.shown_url, runtime=runtime, kaito_version=kaito_version, api=surface.name, model=model,
-        models_served=served, model_verified=verified, checks=tuple(checks), latency_ms=latency_ms,
+        url=c.shown_url, runtime=runtime, kaito_version=c.clean(kaito_version, 40), api=surface.name,
+        model=None if model is None else c.clean(model, MAX_MODEL_ID_CHARS),
+        models_served=tuple(c.clean(m, MAX_MODEL_ID_CHARS) for m in served[:MAX_MODELS_KEPT]),
+        model_verified=verified, checks=tuple(checks), latency_ms=latency_ms,
         ttft_ms=ttft_ms, tokens_per_s=tps, p50_ms=p50, p95_ms=p95, concurrency=concurrency,
-        sample_text=c.scrub(_printable(sample)), ready_after_s=ready_after, elapsed_s=c.elapsed(),
+        sample_text=c.clean(sample, SAMPLE_CHARS), ready_after_s=ready_after, elapsed_s=c.elapsed(),
         checked_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        notes=tuple(c.scrub(n) for n in notes),
+        notes=tuple(c.clean(n, MAX_LINE_CHARS) for n in notes),
     )
     c.log(f"passed: {', '.join(checks)} in {result.elapsed_s:.1f} s")
     return result

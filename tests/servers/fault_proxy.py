@@ -4,7 +4,10 @@ It forwards every request to ``upstream`` (streaming responses are relayed chunk
 kept) unless a :class:`Rule` matches, which can:
 
 - ``status``: answer itself (e.g. 503 + Retry-After, 500, 401), optionally echoing the request headers in the
-  body (to test that a secret echoed by a server is scrubbed);
+  body (to test that a secret echoed by a server is scrubbed), the payload passed through ``transform`` if given
+  (e.g. ``bytes.upper``: a server that echoes the key upper-cased);
+- ``rewrite``: forward, then pass the real (non-streamed) body through ``transform`` and send that, with a correct
+  Content-Length (e.g. a ``/v1/models`` that lists the API key, a chat answer that quotes it);
 - ``truncate``: forward, then send only half of the real body with the full Content-Length and close;
 - ``malformed``: forward, then corrupt the real body (cut JSON; a non-JSON event in an SSE stream);
 - ``drop_done``: forward an SSE stream without its ``data: [DONE]`` event;
@@ -37,7 +40,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
 
 @dataclasses.dataclass
 class Rule:
-    action: str                       # status | truncate | malformed | drop_done | gzip | hang | reset | pass
+    action: str                       # status | rewrite | truncate | malformed | drop_done | gzip | hang | reset | pass
     path: str | None = None           # path prefix to match (None: every path)
     method: str | None = None
     body_contains: bytes | None = None  # e.g. b'"stream": true' to hit only streamed requests
@@ -46,6 +49,7 @@ class Rule:
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     body: bytes = b'{"error":"injected"}'
     echo_headers: bool = False
+    transform: Callable[[bytes], bytes] | None = None   # status: the payload; rewrite: the real body
     on_match: Callable[[], None] | None = None
     hits: int = 0
 
@@ -164,6 +168,8 @@ def _handler_for(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
                     # like a misbehaving server that echoes credentials: the Authorization header comes first
                     echoed = {"authorization": self.headers.get("Authorization"), **dict(self.headers)}
                     payload = json.dumps({"error": "injected", "request_headers": echoed}).encode()
+                if rule.transform is not None:
+                    payload = rule.transform(payload)
                 self._send(rule.status, payload, rule.headers)
             elif action == "hang":
                 proxy.release.wait(timeout=600)
@@ -171,7 +177,7 @@ def _handler_for(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
             elif action == "reset":
                 self._abort()
             else:
-                self._forward(path, body, action)
+                self._forward(path, body, action, rule)
 
         # -- helpers --------------------------------------------------------------------------------------
         def _send(self, status: int, payload: bytes, headers: dict[str, str] | None = None,
@@ -192,7 +198,7 @@ def _handler_for(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
             except OSError:
                 pass
 
-        def _forward(self, path: str, body: bytes, action: str) -> None:
+        def _forward(self, path: str, body: bytes, action: str, rule: Rule | None = None) -> None:
             conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port,
                                               timeout=proxy.upstream_timeout_s)
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP}
@@ -217,6 +223,8 @@ def _handler_for(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
                     data = data[: max(1, len(data) // 2)]  # a real answer cut mid-JSON, with a correct length
                 if action == "gzip":
                     data = gzip.compress(data)
+                if action == "rewrite" and rule is not None and rule.transform is not None:
+                    data = rule.transform(data)
                 self.send_response(up.status)
                 for k, v in up.getheaders():
                     if k.lower() not in HOP_BY_HOP:

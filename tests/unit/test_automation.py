@@ -10,6 +10,7 @@ import importlib.metadata
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 from typing import Any
@@ -216,7 +217,7 @@ def test_config_changes_are_what_the_plan_sees(h):
 
 def test_config_and_secret_mapping(h):
     code, _ = h("up", "--stack", "dev", "--yes",
-                "--config", 'budget={"maxUsdPerHour": 3}',
+                "--config", 'budget={"maxUsdPerHour": 50}',
                 "--config", "azure-native:location=eastus",
                 "--config", "namespace=llm-two",
                 "--config", "production=false",
@@ -225,7 +226,7 @@ def test_config_and_secret_mapping(h):
     assert code == 0
     sets = [c[1:] for c in h.stack.calls if c[0] == "set_config"]
     assert sets == [
-        ("kaito-aks:budget", '{"maxUsdPerHour":3}', False),      # structured: a JSON string, path=False
+        ("kaito-aks:budget", '{"maxUsdPerHour":50}', False),     # structured: a JSON string, path=False
         ("azure-native:location", "eastus", False),             # namespaced keys are kept
         ("kaito-aks:namespace", "llm-two", False),              # bare keys mean kaito-aks:KEY
         ("kaito-aks:production", "false", False),               # scalars stay as written
@@ -240,9 +241,10 @@ def test_config_and_secret_mapping(h):
     (("--config", "hfToken=hf_plain"), "--config kaito-aks:hfToken: is a secret; pass it as --secret-env hfToken=ENVVAR"),
     (("--secret-env", "models=HF_TOKEN"), "--secret-env kaito-aks:models: not a secret setting"),
     (("--secret-env", "hfToken=NOT_SET_ANYWHERE"), "--secret-env hfToken=NOT_SET_ANYWHERE: environment variable NOT_SET_ANYWHERE is not set or empty"),
-    (("--secret-env", "hfToken"), "--secret-env 'hfToken': write KEY=ENVVAR"),
-    (("--config", "novalue"), "--config 'novalue': write KEY=VALUE"),
-    (("--config", "bad key=1"), "'bad key' is not a config key"),
+    (("--secret-env", "hfToken"), "--secret-env hfToken: write KEY=ENVVAR"),
+    (("--config", "novalue"), "--config #1 (not echoed): write KEY=VALUE"),   # it may be a value
+    (("--config", "budget"), "--config budget: write KEY=VALUE"),                     # a known key: echoed
+    (("--config", "bad key=1"), "--config #1 (not echoed): not a config key"),
     (("--config", "namespace=a", "--config", "namespace=b"), "--config/--secret-env: kaito-aks:namespace given more than once"),
 ])
 def test_bad_config_arguments_are_refused_with_one_line(h, args, expected):
@@ -294,7 +296,12 @@ def test_errors_are_redacted(h):
 
 def test_redactor_ignores_tiny_pieces_and_splits_key_lists():
     r = automation.Redactor(["ab,longer-key-1,short1", '{"k": ["json-leaf-1"]}'])
-    assert r.text("ab longer-key-1 json-leaf-1 short1") == "ab [secret] [secret] short1"
+    # pieces of --secret-env values from 4 characters (MIN_INPUT_PIECE); "ab" is too short to search for
+    assert r.text("ab longer-key-1 json-leaf-1 short1") == "ab [secret] [secret] [secret]"
+    # pieces of secret *outputs* (not chosen by us) only from 8, and never a mapping key ("k", "apiVersion")
+    out = automation.Redactor()
+    out.add('{"apiVersion": ["json-leaf-1", "short1"]}')
+    assert out.text("apiVersion json-leaf-1 short1") == "apiVersion [secret] short1"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -460,7 +467,8 @@ def test_up_streams_installs_plugins_and_summarises(h):
     assert summary["resource_changes"] == {"create": 12, "same": 3}
     assert summary["duration_seconds"] == 7.0
     assert summary["plan"] == {"usd_per_hour": summary["plan"]["usd_per_hour"], "usd_per_month": summary["plan"]["usd_per_month"],
-                               "kaito": {"mode": "addon", "version": "0.6.0"}}
+                               "kaito": {"mode": "addon", "version": summary["plan"]["kaito"]["version"]}}
+    assert re.fullmatch(r"\d+\.\d+\.\d+", summary["plan"]["kaito"]["version"])  # the add-on's, from the catalog
     assert summary["endpoints"] == [{"model": "phi3", "url": "http://20.1.2.3/v1", "served_model": "phi-3-mini-4k-instruct",
                                      "runtime": "vllm", "kaito_version": "0.6.0", "api_key_required": False}]
     assert summary["endpoint_checks"] == {"phi3": [CHECK]}
@@ -553,7 +561,7 @@ def test_first_error_line_fallbacks():
     assert automation.first_error_line("") == "the pulumi command failed"
 
 
-def test_an_unexpected_error_is_exit_1_with_a_redacted_traceback_and_a_summary(h):
+def test_an_unexpected_error_is_exit_1_with_one_redacted_line_and_a_summary(h):
     class Broken(FakeStack):
         def up(self, on_output, on_error):
             raise RuntimeError(f"summary event never found near {HF}")
@@ -562,8 +570,10 @@ def test_an_unexpected_error_is_exit_1_with_a_redacted_traceback_and_a_summary(h
     h.api.stack = h.stack
     code, summary = h("up", "--stack", "dev", "--yes", "--secret-env", "hfToken=HF_TOKEN")
     assert code == 1 and summary["result"] == "failed"
-    assert summary["errors"] == ["up dev: unexpected RuntimeError: summary event never found near [secret]"]
-    assert "Traceback" in h.err[0] and HF not in h.printed
+    (line,) = summary["errors"]
+    assert line.startswith("up dev: unexpected RuntimeError at tests/unit/test_automation.py:")
+    assert line.endswith("(a bug in kaito-aks; please report it): summary event never found near [secret]")
+    assert h.err == [line] and "Traceback" not in h.printed and HF not in h.printed
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -37,6 +37,8 @@ SECRET = "sk-test-SECRET-123"
 @pytest.mark.parametrize("runtime, version, name", [
     ("vllm", "0.6.0", "openai"), ("vllm", "0.12.0", "openai"), ("vllm", "v0.12.1", "openai"),
     ("transformers", "0.6.0", "kaito-chat"), ("transformers", "0.6.3", "kaito-chat"),
+    ("transformers", "0.7.1", "kaito-chat"), ("transformers", "0.8.0", "kaito-chat"),
+    ("transformers", "0.9.0", "openai-chat"), ("transformers", "0.11.0", "openai-chat"),
     ("transformers", "0.12.0", "openai-chat"), ("transformers", "0.13", "openai-chat"),
 ])
 def test_api_surface(runtime, version, name):
@@ -52,7 +54,7 @@ def test_transformers_012_has_no_completions_or_stream_and_06_has_no_model_list(
 @pytest.mark.parametrize("runtime, version, message", [
     ("tgi", "0.12.0", "runtime 'tgi' is not one of vllm, transformers"),
     ("vllm", "twelve", "KAITO version 'twelve' is not of the form"),
-    ("transformers", "0.9.0", "known for KAITO 0.6.x and 0.12+, not 0.9.0"),
+    ("transformers", "0.5.0", "kaito-aks has no rules for KAITO 0.5.0"),
 ])
 def test_api_surface_rejects(runtime, version, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -101,10 +103,13 @@ def test_redact_url_hides_credentials_only():
     assert ep.redact_url("http://gw/p") == "http://gw/p"
 
 
-def test_credentials_in_url_never_reach_the_error():
-    with pytest.raises(EndpointCheckError) as err:
-        ep.check_endpoint("http://user:hunter22@127.0.0.1:9", timeout_s=0.3, request_timeout_s=0.2)
-    assert "hunter22" not in str(err.value) and err.value.url == "http://***@127.0.0.1:9"
+def test_credentials_in_url_are_refused_at_once_and_never_echoed():
+    started = time.monotonic()
+    with pytest.raises(ValueError) as err:
+        ep.check_endpoint("http://user:hunter22@127.0.0.1:9", timeout_s=30, request_timeout_s=5)
+    assert time.monotonic() - started < 1
+    assert "hunter22" not in str(err.value) and "'http://***@127.0.0.1:9'" in str(err.value)
+    assert "must not carry credentials" in str(err.value)
 
 
 # -- backoff and Retry-After -------------------------------------------------------------------------------------
@@ -457,7 +462,7 @@ def test_cli_argparse_errors_exit_2(argv, message, capsys):
 @pytest.mark.parametrize("argv, env, message", [
     (["--url", "ftp://x"], {}, "check-endpoint: URL 'ftp://x' must start with http:// or https://"),
     (["--url", "http://x", "--kaito-version", "zero"], {}, "KAITO version 'zero' is not of the form"),
-    (["--url", "http://x", "--runtime", "transformers", "--kaito-version", "0.9.0"], {}, "known for KAITO 0.6.x and 0.12+"),
+    (["--url", "http://x", "--runtime", "transformers", "--kaito-version", "0.5.0"], {}, "kaito-aks has no rules for KAITO 0.5.0"),
     (["--url", "http://x", "--api-key-env", "KAITO_AKS_UNSET_KEY"], {}, "environment variable KAITO_AKS_UNSET_KEY is not set"),
     (["--url", "http://x", "--api-key-env", "KAITO_AKS_EMPTY_KEY"], {"KAITO_AKS_EMPTY_KEY": ""}, "is not set or empty"),
 ])
@@ -504,15 +509,22 @@ def test_check_fills_defaults_and_tolerates_preview_unknowns():
     ({"base_url": None}, "base_url", "no endpoint address"),
     ({"base_url": "10.0.0.9"}, "base_url", "must start with http"),
     ({"runtime": "tgi"}, "runtime", "not one of"),
-    ({"runtime": "transformers", "kaito_version": "0.9.0"}, "runtime", "0.6.x and 0.12+"),
-    ({"timeout_s": 0}, "timeout_s", "positive number"),
-    ({"request_timeout_s": "30"}, "request_timeout_s", "positive number"),
+    ({"runtime": "transformers", "kaito_version": "0.5.0"}, "runtime", "no rules for KAITO 0.5.0"),
+    ({"timeout_s": 0}, "timeout_s", "number of seconds above 0"),
+    ({"timeout_s": float("inf")}, "timeout_s", "at most 86400"),
+    ({"timeout_s": float("nan")}, "timeout_s", "number of seconds above 0"),
+    ({"timeout_s": 86_401.0}, "timeout_s", "at most 86400"),
+    ({"request_timeout_s": "30"}, "request_timeout_s", "number of seconds above 0"),
+    ({"request_timeout_s": 3_601.0}, "request_timeout_s", "at most 3600"),
+    ({"api_key": "sk-secret\r"}, "api_key", "contains a carriage return (CR) at the end"),
+    ({"api_key": "Bearer sk-secret"}, "api_key", "without 'Bearer '"),
     ({"concurrency": 2.5}, "concurrency", "integer from 1 to 64"),
     ({"concurrency": 100}, "concurrency", "integer from 1 to 64"),
 ])
 def test_check_failures_name_the_property(over, prop, message):
     failures = ec.EndpointCheckProvider().check({}, news(**over)).failures
     assert [f.property for f in failures] == [prop] and message in failures[0].reason
+    assert "sk-secret" not in failures[0].reason  # a bad key is described, never quoted
 
 
 def test_diff_rechecks_only_on_watched_inputs():
