@@ -244,6 +244,93 @@ def test_key_rotation_without_failed_requests(replicas):
     assert KEYS[0] not in log and KEYS[1] not in log and key_id(KEYS[1]) in log
 
 
+# -- Config changes while a stream is in flight ---------------------------------------------------------------
+# A change of the gateway's configuration (a model's upstream after a surge rollout, keys, limits) rolls the gateway
+# pods: a new pod (maxSurge 1) with the new configuration, then the old pod's preStop hook -- the generated
+# drain_command, run here exactly as the kubelet runs it, without the load-balancer delay -- and only then SIGTERM.
+LONG_STREAM = {"model": MODEL, "messages": [{"role": "user", "content": "Count"}], "max_tokens": 400,
+               "temperature": 0, "stream": True, "ignore_eos": True}
+
+
+def stream_in_background(base: str):
+    """Start a long streamed chat once its first event arrived; the future's outcome is (finish_reason, done, error):
+    ("length", True, None) when all max_tokens tokens and then [DONE] arrived."""
+    first = threading.Event()
+
+    def run():
+        finish, done = None, False
+        try:
+            with requests.post(f"{base}/v1/chat/completions", json=LONG_STREAM, headers=auth(), stream=True,
+                               timeout=60) as r:
+                assert r.status_code == 200, r.text
+                for line in r.iter_lines():
+                    if line.startswith(b"data: "):
+                        if line == b"data: [DONE]":
+                            done = True
+                        else:
+                            finish = json.loads(line[6:])["choices"][0].get("finish_reason") or finish
+                            first.set()
+            return finish, done, None
+        except requests.RequestException as err:
+            return finish, done, type(err).__name__
+        finally:
+            first.set()
+
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    future = pool.submit(run)
+    pool.shutdown(wait=False)
+    assert first.wait(60)
+    return future
+
+
+def upstream_of(gw: NginxGateway, path: str) -> str:
+    return gw.entries_for(path)[-1]["upstream"]
+
+
+def test_a_stream_in_flight_survives_a_gateway_pod_roll_and_new_requests_reach_the_new_upstream(replicas):
+    from infra.gateway import drain_command
+
+    old_routes, _ = routes(replicas[:1])
+    new_routes, _ = routes(replicas[1:])
+    with NginxGateway(old_routes, [], KEYS, LIMITS) as old, NginxGateway(new_routes, [], KEYS, LIMITS) as new:
+        stream = stream_in_background(f"{old.base_url}/tiny")
+        started = time.monotonic()
+        drain = subprocess.run(drain_command(str(old.conf_path), str(old.dir / "nginx.pid"), delay_seconds=0),
+                               capture_output=True, text=True, timeout=120)
+        drained_after = time.monotonic() - started
+        outcome = stream.result(timeout=60)
+        assert drain.returncode == 0, drain.stderr
+        assert outcome == ("length", True, None)   # every token, then [DONE]
+        assert old.proc.wait(timeout=10) == 0 and drained_after > 1.0   # the hook returned once nginx had exited
+        with pytest.raises(requests.ConnectionError):                   # the old pod takes nothing new
+            chat(f"{old.base_url}/tiny")
+        assert chat(f"{new.base_url}/tiny").status_code == 200
+        assert upstream_of(new, "/tiny/v1/chat/completions") == f"127.0.0.1:{replicas[1].port}"
+
+
+def test_a_fast_shutdown_would_cut_the_stream(replicas):
+    """The control: without the drain (SIGTERM straight away), the same stream is cut -- the test above can fail."""
+    old_routes, _ = routes(replicas[:1])
+    with NginxGateway(old_routes, [], KEYS, LIMITS) as old:
+        stream = stream_in_background(f"{old.base_url}/tiny")
+        old.proc.terminate()
+        finish, done, _error = stream.result(timeout=60)
+    assert finish is None and not done
+
+
+def test_an_in_place_reload_keeps_the_stream_and_moves_new_requests(replicas):
+    """The same guarantee from nginx's own graceful reload (`nginx -s reload`): old workers finish their streams."""
+    old_routes, _ = routes(replicas[:1])
+    new_routes, _ = routes(replicas[1:])
+    with NginxGateway(old_routes, [], KEYS, LIMITS) as gw:
+        stream = stream_in_background(f"{gw.base_url}/tiny")
+        gw.routes = new_routes
+        gw.reload(KEYS)
+        assert chat(f"{gw.base_url}/tiny").status_code == 200
+        assert upstream_of(gw, "/tiny/v1/chat/completions") == f"127.0.0.1:{replicas[1].port}"
+        assert stream.result(timeout=60) == ("length", True, None)
+
+
 def test_a_killed_replica_is_routed_around(gateway, replicas):
     """Runs last in this module: it kills replica 1."""
     replicas[1].kill()

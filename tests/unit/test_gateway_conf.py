@@ -302,3 +302,29 @@ def test_gateway_objects_carry_the_keys_secret_only_when_given(prod_plan):
     assert [o["kind"] for o in with_keys].count("Secret") == 1
     annotations = [gateway.rollout_annotations(render_keys_map([k])) for k in (KEY_A, KEY_B)]
     assert annotations[0] != annotations[1] and MARK.lower() not in json.dumps(annotations).lower()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A gateway pod that is replaced drains first (a config change must not cut streams in flight)
+
+def test_a_replaced_gateway_pod_leaves_the_load_balancer_then_quits_gracefully(prod_plan):
+    deployment = gateway.deployment(prod_plan)
+    pod = deployment["spec"]["template"]["spec"]
+    nginx = next(c for c in pod["containers"] if c["name"] == "nginx")
+    hook = nginx["lifecycle"]["preStop"]["exec"]["command"]
+    assert hook == gateway.drain_command(f"{gateway.CONF_DIR}/nginx.conf", gateway.PID_PATH)
+    script = hook[-1]
+    # serve on while the endpoint removal propagates, then `nginx -s quit` (graceful), and wait for the exit
+    assert script.startswith(f"sleep {gateway.DRAIN_DELAY_SECONDS}; ") and gateway.DRAIN_DELAY_SECONDS >= 10
+    assert "-s quit" in script and "-s stop" not in script and script.endswith("do sleep 1; done")
+    read_timeout = prod_plan.settings.gateway.read_timeout_seconds
+    assert pod["terminationGracePeriodSeconds"] >= gateway.DRAIN_DELAY_SECONDS + read_timeout
+    # the roll adds a pod before it removes one, and the budget keeps one serving through voluntary disruptions
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+    assert gateway.disruption_budget(prod_plan)["spec"]["minAvailable"] == 1
+
+
+def test_graceful_quits_and_reloads_are_bounded_by_the_read_timeout():
+    conf = render_nginx_conf([Route("m", ("u:80",), "m")], [], "/k", GatewayLimits(read_timeout_seconds=120))
+    assert re.search(r"^worker_shutdown_timeout 125s;$", conf, re.M)
+    assert gateway.termination_grace_seconds(120) >= gateway.DRAIN_DELAY_SECONDS + 125   # delay, then the quit
