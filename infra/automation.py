@@ -2,6 +2,7 @@
 
     python -m infra.automation {preview,up,destroy,refresh,outputs} --stack NAME
         [--yes] [--confirm NAME] [--config KEY=VALUE ...] [--secret-env KEY=ENVVAR ...] [--json-out FILE]
+        [--skip-preflight]
 
 In order, it:
 
@@ -18,22 +19,36 @@ In order, it:
    nesting), and a bad one is refused with one line;
 2. for ``up``/``preview``: runs the offline plan (``python -m infra plan``) on the stack file with the
    ``--config``/``--secret-env`` changes applied, and refuses with the plan's lines when it fails (bad settings,
-   over budget) or when a secret in the stack file is still the ``REPLACE`` placeholder;
+   over budget) or when a secret in the stack file is still the ``REPLACE`` placeholder; then, when the plan has
+   the gateway, checks ``kaito-aks:apiKeys`` offline: a ``--secret-env apiKeys=ENV`` value must parse as the
+   gateway parses it (:func:`infra.gateway.parse_api_keys`: a JSON list or comma/newline separated keys of 16+
+   characters; lines name the entry by index, never a key), and a stack without any apiKeys is refused; an
+   encrypted (``secure:``) value in the stack file can't be read offline and is left to the program;
 3. checks the environment: the Pulumi CLI (the Automation API drives it), a backend (``PULUMI_BACKEND_URL``,
    ``PULUMI_ACCESS_TOKEN`` or ``pulumi login``) and its passphrase, and -- except for ``outputs`` -- Azure
    credentials: ``ARM_USE_OIDC=true`` + ``ARM_CLIENT_ID``/``ARM_TENANT_ID``/``ARM_SUBSCRIPTION_ID`` and an OIDC
    token source (GitHub Actions with ``permissions: id-token: write``), or a client secret/certificate,
    or ``ARM_USE_MSI=true``, or a logged-in Azure CLI (``az account show``). ``KAITO_AKS_SKIP_AZURE_CHECK=1``
-   skips the Azure check (e.g. credentials in ``azure-native:*`` config);
-4. opens the stack as a *local program* (``work_dir`` = the project root, so the dynamic provider of the
+   skips the Azure check and step 4 (e.g. credentials in ``azure-native:*`` config, which only Pulumi reads);
+4. for ``up``/``preview``: the Azure preflight, the checks of ``python -m infra preflight`` (the same function,
+   :func:`infra.cli_preflight.preflight`): vCPU quota per VM family and region (plus upgrade surge), sizes offered
+   to the subscription in the region, the KAITO add-on's region. What was checked is printed on stdout
+   (``preflight: ...``); each problem is one line on stderr with its fix (the quota to request, or the plan's next
+   alternative), and the operation is refused (exit 2) before the stack is opened or anything is created. The
+   subscription is ``ARM_SUBSCRIPTION_ID``/``AZURE_SUBSCRIPTION_ID``, else the stack's
+   ``azure-native:subscriptionId`` (``--config`` included), else the Azure CLI's default; the credential is the
+   one Pulumi's provider uses (``ARM_*`` OIDC/secret/MSI, else azure-identity's chain: environment, workload
+   identity, managed identity, ``az login``). No usable credential, no permission or no network: one line with the
+   fix, exit 2. ``--skip-preflight`` (or ``KAITO_AKS_SKIP_AZURE_CHECK=1``) skips it, and the summary says so;
+5. opens the stack as a *local program* (``work_dir`` = the project root, so the dynamic provider of the
    endpoint check imports its module): created if missing for ``up``/``preview``, selected otherwise;
-5. sets ``--config`` (plain; ``KEY`` alone means ``kaito-aks:KEY``; JSON objects/lists are stored as JSON
+6. sets ``--config`` (plain; ``KEY`` alone means ``kaito-aks:KEY``; JSON objects/lists are stored as JSON
    strings, path=False) and ``--secret-env`` (``hfToken=HF_TOKEN``: the value of ``$HF_TOKEN`` as the secret
    ``kaito-aks:hfToken``; values are never printed). Like ``pulumi config set``, both are written to
    ``Pulumi.<stack>.yaml`` (secrets encrypted);
-6. installs the resource plugins the program needs (azure-native, kubernetes, at the versions of the
+7. installs the resource plugins the program needs (azure-native, kubernetes, at the versions of the
    installed SDKs), then runs the operation, streaming the engine's output;
-7. prints a one-line result on stderr and, with ``--json-out``, writes the summary below.
+8. prints a one-line result on stderr and, with ``--json-out``, writes the summary below.
 
 ``outputs`` prints one line per endpoint for scripts, tab-separated:
 ``model  url  served_model  runtime  kaito_version`` (runtime comes from the stack file's plan; "vllm" when
@@ -41,7 +56,9 @@ it can't be read).
 
 Exit codes: 0 succeeded; 1 the operation failed (engine error, endpoint check failed inside ``up``, stack locked,
 or an unexpected error: one redacted line naming the exception and where it happened); 2 refused: bad arguments
-or settings, the plan failed, the prod confirm rule, missing CLI/backend/credentials, --json-out not writable.
+or settings (apiKeys included), the plan failed, the prod confirm rule, missing CLI/backend/credentials, the Azure
+preflight found a problem or could not ask Azure, --json-out not writable. (``python -m infra preflight`` exits 1
+on a problem it found; here a problem refuses the operation before anything is created, hence 2.)
 Problems are printed one bounded line each on stderr (argparse's errors too, without echoing unrecognized
 arguments: they may be secrets), never as a traceback, for any input. The summary is written for every outcome
 except argparse's usage errors.
@@ -86,7 +103,13 @@ JSON summary (``--json-out FILE``, ``schema_version`` 1; fields are only ever ad
       "outputs": {...},                                    # stack outputs, secrets "[secret]" (up, refresh, outputs)
       "endpoints": [{"model", "url", "served_model", "runtime", "kaito_version", "api_key_required"}],
       "endpoint_checks": {"<model>": [{"served_model", "latency_ms", "ttft_ms", "tokens_per_s", "checked_at"}]},
-      "plan": {"usd_per_hour", "usd_per_month", "kaito": {"mode", "version"}} | null   # the offline plan, when run
+      "plan": {"usd_per_hour", "usd_per_month", "kaito": {"mode", "version"}} | null,  # the offline plan, when run
+      "preflight": {                                       # the Azure preflight (step 4)
+        "ran": true,                                       # Azure answered and the plan was checked against it
+        "skipped_because": "--skip-preflight" | "KAITO_AKS_SKIP_AZURE_CHECK=1" | "destroy: only preview and up run it"
+                           | null,                         # null: it ran, or the run stopped before it
+        "problems": ["one line per problem, with the fix"] # [] when Azure will accept every pool (or not run)
+      }
     }
 """
 from __future__ import annotations
@@ -109,11 +132,16 @@ import sys
 import time
 import traceback
 import urllib.parse
-from typing import Any, Callable, Iterable, Mapping, NoReturn, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NoReturn, Protocol, Sequence
 
+from infra import cli_preflight
 from infra.errors import MAX_LINE_CHARS, UserError, bounded_line
+from infra.preflight import Report, read_azure
 from infra.settings import KNOWN_KEYS, PROJECT, PROJECT_DIR, SECRET_KEYS, settings_from_stack_config, stack_file
 from infra.stack_yaml import load_yaml_mapping, parse_yaml_text
+
+if TYPE_CHECKING:  # infra.plan is imported where a plan is built (offline_plan), not on every start
+    from infra.plan import Plan
 
 OPERATIONS = ("preview", "up", "destroy", "refresh", "outputs")
 NEEDS_YES = ("up", "destroy")
@@ -143,6 +171,8 @@ SECRET_WORDS = ("secret", "token", "password", "passwd", "passphrase", "key", "c
 # Python SDK distribution -> the resource plugin its resources need.
 PLUGIN_SDKS = {"pulumi-azure-native": "azure-native", "pulumi-kubernetes": "kubernetes"}
 SKIP_AZURE_CHECK = "KAITO_AKS_SKIP_AZURE_CHECK"
+SKIP_PREFLIGHT = "--skip-preflight"
+RUNS_AZURE_PREFLIGHT = RUNS_PLAN   # the operations that can create node pools
 PLACEHOLDER_MARK = "REPLACE"
 CLI_MISSING = (
     "pulumi: the Pulumi CLI is not installed (the Automation API runs it); install it with "
@@ -205,6 +235,7 @@ class Request:
     confirm: str | None = None
     changes: tuple[ConfigChange, ...] = ()
     json_out: pathlib.Path | None = None
+    skip_preflight: bool = False
 
     @property
     def short_stack(self) -> str:
@@ -245,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="set KEY as a secret from environment variable ENVVAR, e.g. hfToken=HF_TOKEN "
                         f"(keys: {', '.join(SECRET_KEYS)}, {', '.join(SECRET_PROVIDER_KEYS)})")
     p.add_argument("--json-out", metavar="FILE", type=pathlib.Path, help="write the JSON summary here")
+    p.add_argument(SKIP_PREFLIGHT, action="store_true",
+                   help="preview/up: don't ask Azure for quota and size availability first (as "
+                        f"{SKIP_AZURE_CHECK}=1 does)")
     return p
 
 
@@ -440,7 +474,8 @@ def make_request(args: argparse.Namespace, env: Mapping[str, str]) -> Request:
         raise UserError(f"--config/--secret-env: {', '.join(dupes)} given more than once")
     if changes and args.operation == "outputs":
         raise UserError("--config/--secret-env: outputs reads the stack; it sets no config")
-    request = Request(args.operation, args.stack, args.yes, args.confirm, tuple(changes), args.json_out)
+    request = Request(args.operation, args.stack, args.yes, args.confirm, tuple(changes), args.json_out,
+                      args.skip_preflight)
     check_confirmation(request)
     return request
 
@@ -495,8 +530,7 @@ def offline_plan(request: Request, doc: Mapping[str, Any] | None = None):
         stacks = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
         raise UserError(f"{stack_file(stack)}: no such stack file; create it with `pulumi stack init {stack}`, or use "
                         f"one of: {', '.join(stacks) or 'none'}")
-    merged = {**_config_of(doc), **{c.key: ({"secure": "(from the environment)"} if c.secret else c.parsed)
-                                    for c in request.changes}}
+    merged = merged_config(request, doc)
     problems = _placeholder_problems(stack, merged)
     try:
         plan = build_plan(settings_from_stack_config(stack, merged))
@@ -507,6 +541,43 @@ def offline_plan(request: Request, doc: Mapping[str, Any] | None = None):
         raise UserError(problems + [f"{request.operation} {stack} refused: fix the lines above first "
                                     f"(`python -m infra plan --stack {stack}` checks the settings offline)"])
     return plan
+
+
+def merged_config(request: Request, doc: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The stack file's config with this run's --config/--secret-env applied, as the program will read it (a secret
+    is only known to be set: its value stays in the request)."""
+    return {**_config_of(doc), **{c.key: ({"secure": "(from the environment)"} if c.secret else c.parsed)
+                                  for c in request.changes}}
+
+
+def api_key_problems(request: Request, doc: Mapping[str, Any] | None, plan: Plan) -> list[str]:
+    """``kaito-aks:apiKeys`` checked offline when the plan has the gateway, so a bad key list is refused before
+    anything is created rather than when the gateway's turn comes in `pulumi up`. The value of ``--secret-env
+    apiKeys=ENV`` is validated as the gateway parses it (lines never quote a key); a ``secure:`` value in the stack
+    file can't be decrypted offline and is left to the program (the placeholder is refused by the plan gate)."""
+    from infra.gateway import ApiKeysError, parse_api_keys
+
+    if not plan.settings.gateway_enabled:
+        return []
+    key = f"{PROJECT}:apiKeys"
+    given = next((c for c in request.changes if c.key == key), None)
+    if given is not None:
+        try:
+            parse_api_keys(given.value)
+        except ApiKeysError as err:
+            return [f"{line} (in --secret-env apiKeys; not echoed)" for line in err.lines]
+        return []
+    if key not in _config_of(doc):
+        return [f"{key}: the gateway (on for production stacks, or gateway.enabled) needs API keys; pass "
+                "--secret-env apiKeys=ENVVAR (a JSON list '[\"sk-...\"]'), or run `pulumi config set --secret "
+                "apiKeys ...` first"]
+    return []
+
+
+def check_api_keys(request: Request, doc: Mapping[str, Any] | None, plan: Plan) -> None:
+    problems = api_key_problems(request, doc, plan)
+    if problems:
+        raise UserError(problems)
 
 
 def _placeholder_problems(stack: str, config: Mapping[str, Any]) -> list[str]:
@@ -538,7 +609,7 @@ def best_effort_plan(stack: str, doc: Mapping[str, Any] | None = None):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Preflight: CLI, backend, Azure credentials (cheap, local checks; one line each)
+# The environment: CLI, backend, Azure credentials (cheap, local checks; one line each)
 
 def find_pulumi(env: Mapping[str, str], which: Callable[..., str | None]) -> pathlib.Path | None:
     found = which("pulumi", path=env.get("PATH"))
@@ -934,6 +1005,8 @@ class Summary:
     endpoints: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     endpoint_checks: dict[str, list] = dataclasses.field(default_factory=dict)
     plan: dict | None = None
+    preflight: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"ran": False, "skipped_because": None, "problems": []})
 
     def to_json(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
@@ -950,6 +1023,9 @@ class Deps:
     out: Callable[[str], None] = lambda line: print(_printable_text(line), flush=True)
     err: Callable[[str], None] = lambda line: print(_printable_text(line), file=sys.stderr, flush=True)
     clock: Callable[[], float] = time.monotonic
+    # the Azure side of the preflight: the credential (from the environment) and the read of usages/SKUs/scale sets
+    azure_credential: Callable[[Mapping[str, str]], Any] = cli_preflight.default_credential
+    azure_read: cli_preflight.ReadAzure = read_azure
 
 
 def execute(request: Request, deps: Deps, summary: Summary, redactor: Redactor) -> None:
@@ -958,7 +1034,14 @@ def execute(request: Request, deps: Deps, summary: Summary, redactor: Redactor) 
     doc = read_stack_file(request.short_stack)  # every operation: a stack file that can't be used is one line
     plan = offline_plan(request, doc) if op in RUNS_PLAN else None
     summary.plan = plan_summary(plan)
-    stack = open_stack(request, deps, doc)
+    if plan is not None:
+        check_api_keys(request, doc, plan)
+    pulumi = check_environment(request, deps, doc)
+    if op in RUNS_AZURE_PREFLIGHT:
+        azure_preflight(request, deps, doc, plan, summary, redactor)
+    else:
+        summary.preflight["skipped_because"] = f"{op}: only preview and up run it"
+    stack = open_stack(request, deps, doc, pulumi)
     if op != "outputs":
         summary.resource_changes = run_operation(stack, op, deps, redactor)
     if op in ("up", "refresh", "outputs"):
@@ -972,9 +1055,11 @@ def execute(request: Request, deps: Deps, summary: Summary, redactor: Redactor) 
             deps.out(_printable_text(line))
 
 
-def open_stack(request: Request, deps: Deps, doc: Mapping[str, Any] | None = None) -> StackApi:
-    """Preflight, then the stack (created only for up/preview), with this run's config set."""
-    api = deps.api_factory(preflight(request, deps, doc))
+def open_stack(request: Request, deps: Deps, doc: Mapping[str, Any] | None = None,
+               pulumi: pathlib.Path | None = None) -> StackApi:
+    """The stack (created only for up/preview), with this run's config set; the environment is checked first unless
+    ``pulumi`` (:func:`check_environment`'s result) is given."""
+    api = deps.api_factory(pulumi if pulumi is not None else check_environment(request, deps, doc))
     if request.operation in RUNS_PLAN:
         stack = api.create_or_select_stack(request.stack)
     else:
@@ -997,7 +1082,8 @@ def run_operation(stack: StackApi, op: str, deps: Deps, redactor: Redactor) -> d
     return {str(getattr(k, "value", k)): int(v) for k, v in (changes or {}).items()}
 
 
-def preflight(request: Request, deps: Deps, doc: Mapping[str, Any] | None = None) -> pathlib.Path:
+def check_environment(request: Request, deps: Deps, doc: Mapping[str, Any] | None = None) -> pathlib.Path:
+    """The Pulumi CLI (its path is returned), a backend, and (not for outputs) visible Azure credentials."""
     pulumi = find_pulumi(deps.env, deps.which)
     if pulumi is None:
         raise UserError(CLI_MISSING)
@@ -1007,6 +1093,68 @@ def preflight(request: Request, deps: Deps, doc: Mapping[str, Any] | None = None
     if problems:
         raise UserError(problems)
     return pulumi
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The Azure preflight (quota, size availability, the KAITO add-on's region) before preview/up
+
+AZURE_CREDENTIALS_FIX = (
+    "run `az login` (local), or in CI set ARM_USE_OIDC=true with ARM_CLIENT_ID, ARM_TENANT_ID, ARM_SUBSCRIPTION_ID "
+    f"and give the job `permissions: id-token: write`; or pass {SKIP_PREFLIGHT} to deploy without the quota check")
+
+
+def preflight_skip_reason(request: Request, env: Mapping[str, str]) -> str | None:
+    if request.skip_preflight:
+        return SKIP_PREFLIGHT
+    if _truthy(env.get(SKIP_AZURE_CHECK)):
+        return f"{SKIP_AZURE_CHECK}=1"
+    return None
+
+
+def azure_preflight(request: Request, deps: Deps, doc: Mapping[str, Any] | None, plan: Plan, summary: Summary,
+                    redactor: Redactor) -> None:
+    """Ask Azure whether the plan's node pools can be created (``python -m infra preflight``'s checks), before the
+    stack is opened: a missing GPU quota otherwise fails ten or more minutes into ``up``. Records the outcome in
+    ``summary.preflight``; prints what was checked on stdout; UserError (exit 2, refused) with one line per problem,
+    or one line when Azure can't be asked."""
+    record = summary.preflight
+    record["skipped_because"] = preflight_skip_reason(request, deps.env)
+    if record["skipped_because"]:
+        return
+    report = _ask_azure(plan, preflight_subscription(request, deps, doc), deps)
+    record["ran"] = True
+    record["problems"] = [redactor.text(bounded_line(line, MAX_LINE_CHARS)) for line in report.problems]
+    if report.problems:
+        op, stack = request.operation, request.short_stack
+        raise UserError(record["problems"] + [
+            f"{op} {stack} refused before creating anything: Azure would reject the node pools above; fix them (or "
+            f"pass {SKIP_PREFLIGHT} to try anyway)"])
+    for line in report.lines:
+        deps.out(redactor.text(bounded_line(f"preflight: {line}", MAX_LINE_CHARS)))
+
+
+def preflight_subscription(request: Request, deps: Deps, doc: Mapping[str, Any] | None) -> str:
+    """The subscription the pools go to, found as ``python -m infra preflight`` finds it (the environment, the
+    stack's ``azure-native:subscriptionId`` with this run's --config, the Azure CLI's default)."""
+    try:
+        return cli_preflight.resolve_subscription(
+            None, deps.env, merged_config(request, doc), option="--config azure-native:subscriptionId=ID",
+            az=lambda: cli_preflight.az_default_subscription(deps.which, deps.run))
+    except UserError as err:
+        raise UserError([f"{line} ({SKIP_PREFLIGHT} skips the Azure preflight)" for line in err.lines]) from None
+
+
+def _ask_azure(plan: Plan, subscription: str, deps: Deps) -> Report:
+    """The preflight's Report; UserError (exit 2) with one line naming the fix when Azure can't be asked."""
+    try:
+        return cli_preflight.preflight(plan, subscription, deps.azure_credential(deps.env), read=deps.azure_read)
+    except cli_preflight.AzureCredentialsError as err:
+        # the CLI's line says what is wrong, then fixes for azure-identity's variables; the driver runs where
+        # Pulumi's ARM_* variables (CI) or `az login` are the way, and has a flag to go on without the check
+        what = err.lines[0].split("; ", 1)[0]
+        raise UserError(f"{what}; {AZURE_CREDENTIALS_FIX}") from None
+    except UserError as err:
+        raise UserError([f"{line} ({SKIP_PREFLIGHT} skips the Azure preflight)" for line in err.lines]) from None
 
 
 def _where(err: BaseException) -> str:

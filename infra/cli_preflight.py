@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from infra.errors import UserError, bounded_repr
-from infra.preflight import PUBLIC_ARM, Report, azure_error_line, decide, needs_from_plan, read_azure
+from infra.preflight import PUBLIC_ARM, AzureFacts, Report, azure_error_line, decide, needs_from_plan, read_azure
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 SUBSCRIPTION_ENV = ("AZURE_SUBSCRIPTION_ID", "ARM_SUBSCRIPTION_ID")
@@ -58,22 +58,33 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+class AzureCredentialsError(UserError):
+    """Azure can't be asked because no credential got a token (none, expired, refused): one line, exit 2. Its own
+    class so that a caller (the Automation driver) can name the fixes that apply to it."""
+
+
+ReadAzure = Callable[..., AzureFacts]
+
+
 def preflight(plan, subscription_id: str, credential: Any = None, *, base_url: str | None = None,
-              **request_options: Any) -> Report:
-    """The preflight of ``plan`` in ``subscription_id``: the function `pulumi up`'s driver calls before preview/up.
+              read: ReadAzure = read_azure, **request_options: Any) -> Report:
+    """The preflight of ``plan`` in ``subscription_id``: what this CLI and the Automation driver (before preview/up)
+    both run.
 
     Returns the :class:`Report` (``report.problems`` empty: Azure will accept the pools). Raises :class:`UserError`
-    (exit 2, one line) when Azure can't be asked: no or expired credentials, no permission, no network.
-    ``credential`` defaults to azure-identity's DefaultAzureCredential; ``base_url`` and ``request_options`` are for
-    tests against a local server.
+    (exit 2, one line) when Azure can't be asked: no permission, no network; :class:`AzureCredentialsError` for no
+    or expired credentials. ``credential`` defaults to azure-identity's DefaultAzureCredential; ``read`` (the Azure
+    side, :func:`~infra.preflight.read_azure`), ``base_url`` and ``request_options`` are for tests.
     """
-    from azure.core.exceptions import AzureError
+    from azure.core.exceptions import AzureError, ClientAuthenticationError
 
     needs = needs_from_plan(plan)
     if credential is None:
         credential = default_credential()
     try:
-        facts = read_azure(needs, subscription_id, credential, base_url=base_url, **request_options)
+        facts = read(needs, subscription_id, credential, base_url=base_url, **request_options)
+    except ClientAuthenticationError as err:
+        raise AzureCredentialsError(azure_error_line(err, subscription_id, base_url or PUBLIC_ARM)) from None
     except AzureError as err:
         raise UserError(azure_error_line(err, subscription_id, base_url or PUBLIC_ARM), exit_code=2) from None
     return decide(needs, facts.usages, facts.skus, facts.scale_sets, arm_endpoint=base_url or PUBLIC_ARM)
@@ -172,9 +183,10 @@ def az_default_subscription(which: Callable[..., str | None] = shutil.which,
 
 
 def resolve_subscription(arg: str | None, env: Mapping[str, str], stack_config: Mapping[str, Any],
-                         az: AzRunner = az_default_subscription) -> str:
+                         az: AzRunner = az_default_subscription, option: str = "--subscription ID") -> str:
     """The subscription to check: --subscription, the environment, the stack's azure-native:subscriptionId, else
-    the Azure CLI's default. UserError (exit 2) when none is known or it isn't a subscription id."""
+    the Azure CLI's default. UserError (exit 2) when none is known or it isn't a subscription id. ``option``: how
+    the caller's user passes one (the driver has no --subscription)."""
     candidates = [("--subscription", arg)]
     candidates += [(name, env.get(name)) for name in SUBSCRIPTION_ENV]
     candidates.append(("azure-native:subscriptionId", stack_config.get("azure-native:subscriptionId")))
@@ -188,6 +200,6 @@ def resolve_subscription(arg: str | None, env: Mapping[str, str], stack_config: 
     value = az()
     if value and GUID.match(value):
         return value
-    raise UserError("Azure subscription: not known; pass --subscription ID, set AZURE_SUBSCRIPTION_ID, or run "
+    raise UserError(f"Azure subscription: not known; pass {option}, set AZURE_SUBSCRIPTION_ID, or run "
                     "`az login` (preflight then uses the Azure CLI's default subscription, as Pulumi's azure-native "
                     "provider does)")

@@ -1,7 +1,8 @@
 """infra.automation without the Pulumi CLI: the Automation API boundary is a fake injected through Deps.
 
-Covers the plan refusal, config/secret mapping, redaction, the prod confirm rule, preflight (CLI, backend, Azure
-credentials), exit codes and the JSON summary's shape; one test runs the real module in a subprocess to show
+Covers the plan refusal, config/secret mapping, redaction, the prod confirm rule, the environment checks (CLI,
+backend, Azure credentials), exit codes and the JSON summary's shape (the Azure preflight: test_automation_preflight.py;
+here Azure is a fake with ample quota); one test runs the real module in a subprocess to show
 the missing-CLI line (this machine has no Pulumi CLI).
 """
 from __future__ import annotations
@@ -21,12 +22,14 @@ from infra import automation
 from infra.automation import CLI_MISSING, Deps, OperationFailed, StackOutput
 from infra.errors import UserError
 from infra.settings import PROJECT_DIR
+from tests.unit.azure_facts import SUB, FakeAzure
 
 HF = "hf_FAKE0token0for0tests0only0xyz"
 KEYS = '["sk-alpha-0001","sk-beta-0002"]'
 KUBECONFIG = "apiVersion: v1\nusers:\n- name: admin\n  user: {token: kube-secret-token-42}\n"
 SUMMARY_KEYS = {"schema_version", "stack", "operation", "result", "errors", "resource_changes", "duration_seconds",
-                "outputs", "endpoints", "endpoint_checks", "plan"}
+                "outputs", "endpoints", "endpoint_checks", "plan", "preflight"}
+CREDENTIAL = object()   # what the fake Azure credential factory returns
 CHECK = {"served_model": "phi-3-mini-4k-instruct", "latency_ms": 812.0, "ttft_ms": 95.5, "tokens_per_s": 41.2,
          "checked_at": "2026-11-27T03:00:00Z"}
 
@@ -120,16 +123,18 @@ class Harness:
         self.az_calls: list[list[str]] = []
         self.env = {"PATH": "/usr/bin", "HOME": str(tmp_path), "PULUMI_BACKEND_URL": "file:///tmp/state",
                     "PULUMI_CONFIG_PASSPHRASE": "pass-phrase-1", "ARM_USE_OIDC": "true", "ARM_CLIENT_ID": "cid",
-                    "ARM_TENANT_ID": "tid", "ARM_SUBSCRIPTION_ID": "sid",
+                    "ARM_TENANT_ID": "tid", "ARM_SUBSCRIPTION_ID": SUB,
                     "ACTIONS_ID_TOKEN_REQUEST_URL": "https://token.invalid", "HF_TOKEN": HF, "API_KEYS": KEYS}
         if env is not None:
             self.env = env
         self.pulumi = pulumi
         self.az_ok = az_ok
         self.tmp = tmp_path
+        self.azure = FakeAzure()
         ticks = iter(range(0, 10_000, 7))
         self.deps = Deps(api_factory=self._factory, env=self.env, which=self._which, run=self._run,
-                         out=self.out.append, err=self.err.append, clock=lambda: float(next(ticks)))
+                         out=self.out.append, err=self.err.append, clock=lambda: float(next(ticks)),
+                         azure_credential=lambda env: CREDENTIAL, azure_read=self.azure)
 
     def _factory(self, pulumi: pathlib.Path) -> FakeApi:
         self.factory_calls.append(pulumi)
@@ -144,7 +149,9 @@ class Harness:
 
     def _run(self, cmd, **kwargs) -> subprocess.CompletedProcess:
         self.az_calls.append(list(cmd))
-        return subprocess.CompletedProcess(cmd, 0 if self.az_ok else 1, "", "Please run 'az login'")
+        default_subscription = f"{SUB}\n" if "--query" in cmd else ""   # `az account show --query id -o tsv`
+        return subprocess.CompletedProcess(cmd, 0 if self.az_ok else 1, default_subscription if self.az_ok else "",
+                                           "" if self.az_ok else "Please run 'az login'")
 
     def __call__(self, *argv: str) -> tuple[int, dict[str, Any]]:
         out = self.tmp / "summary.json"
@@ -154,6 +161,11 @@ class Harness:
     @property
     def printed(self) -> str:
         return "\n".join(self.out + self.err)
+
+    @property
+    def engine_out(self) -> list[str]:
+        """stdout without the preflight's lines (what was checked, printed before the operation runs)."""
+        return [line for line in self.out if not line.startswith("preflight: ")]
 
 
 @pytest.fixture
@@ -199,8 +211,9 @@ def test_prod_placeholders_are_refused_unless_the_secrets_come_from_the_environm
     assert code == 2
     assert [e.split(":")[1] for e in summary["errors"][:2]] == ["hfToken", "apiKeys"]
     assert "still holds the placeholder; pass --secret-env hfToken=ENVVAR" in summary["errors"][0]
+    h.env["PROD_KEYS"] = '["sk-prod-key-alpha-0001","sk-prod-key-beta-0002"]'   # the gateway's: 16+ characters
     code, summary = h("preview", "--stack", "prod", "--secret-env", "hfToken=HF_TOKEN",
-                      "--secret-env", "apiKeys=API_KEYS")
+                      "--secret-env", "apiKeys=PROD_KEYS")
     assert code == 0, summary["errors"]
     assert summary["plan"]["kaito"] == {"mode": "helm", "version": "0.12.0"}
 
@@ -282,7 +295,7 @@ def test_secrets_are_redacted_everywhere(h):
     assert summary["outputs"]["note"] == "token=[secret] key=[secret] kube=[secret]"
     assert summary["outputs"]["nested"] == {"list": ["x[secret]x"], "[secret]": 1}
     assert summary["outputs"]["echo"] == "[secret] leaked"
-    assert h.out[:2] == ["diag: using [secret]", "[secret] in a log line"]
+    assert h.engine_out[:2] == ["diag: using [secret]", "[secret] in a log line"]
 
 
 def test_errors_are_redacted(h):
@@ -456,7 +469,7 @@ def test_client_secret_credentials(tmp_path):
 def test_up_streams_installs_plugins_and_summarises(h):
     code, summary = h("up", "--stack", "dev", "--yes")
     assert code == 0
-    assert h.out[:2] == ["Updating (dev)", "+ kaito-aks:index:KaitoPlatform kaito create"]
+    assert h.engine_out[:2] == ["Updating (dev)", "+ kaito-aks:index:KaitoPlatform kaito create"]
     plugins = [c[1:] for c in h.stack.calls if c[0] == "install_plugin"]
     assert plugins == [("azure-native", "v" + importlib.metadata.version("pulumi-azure-native")),
                        ("kubernetes", "v" + importlib.metadata.version("pulumi-kubernetes"))]

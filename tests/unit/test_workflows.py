@@ -280,6 +280,29 @@ def test_deploy_prod_only_by_hand_behind_approval():
         assert "--stack prod" not in (WORKFLOWS / name).read_text().replace("infra plan --stack prod", ""), name
 
 
+@pytest.mark.parametrize("name, operation", [("pull-request.yml", "preview"), ("deploy-dev.yml", "up"),
+                                             ("deploy-prod.yml", "up")])
+def test_preview_and_up_run_the_drivers_azure_preflight_after_the_login(name, operation):
+    """The driver asks Azure for quota and sizes before preview/up (and fails the job on a problem): its step comes
+    after the Azure login, and nothing skips the preflight (no --skip-preflight, no KAITO_AKS_SKIP_AZURE_CHECK)."""
+    doc = workflow(name)
+    assert SKIP_AZURE_ENV not in (doc.get("env") or {})
+    driven = 0
+    for job in doc["jobs"].values():
+        job_steps = job.get("steps", [])
+        assert SKIP_AZURE_ENV not in (job.get("env") or {})
+        for i, step in enumerate(job_steps):
+            assert "--skip-preflight" not in step.get("run", "") and SKIP_AZURE_ENV not in (step.get("env") or {})
+            if f"infra.automation {operation} " in step.get("run", ""):
+                logins = [j for j, s in enumerate(job_steps) if s.get("uses", "").startswith("azure/login@")]
+                assert logins and logins[0] < i, f"{name}: {operation} runs before the Azure login"
+                driven += 1
+    assert driven == 1, f"{name}: expected one `infra.automation {operation}` step"
+
+
+SKIP_AZURE_ENV = "KAITO_AKS_SKIP_AZURE_CHECK"
+
+
 def test_destroy_is_scheduled():
     doc = workflow("destroy-ephemeral.yml")
     assert set(doc["on"]) == {"schedule", "workflow_dispatch"}
