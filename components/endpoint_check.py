@@ -63,13 +63,15 @@ INPUT_DEFAULTS: dict[str, Any] = {
     "request_timeout_s": DEFAULT_REQUEST_TIMEOUT_S,
     "concurrency": DEFAULT_CONCURRENCY,
     "trigger": None,
+    "pod_target": None,   # infra.pod_transport.PodTarget as a dict: check one pod through a port-forward
+    "kubeconfig": None,   # secret; with pod_target only
 }
 INPUT_KEYS = ("base_url", *INPUT_DEFAULTS)
-# Inputs whose change means the endpoint must be checked again.
-WATCHED = ("base_url", "expected_model", "runtime", "kaito_version", "api_key", "trigger")
+# Inputs whose change means the endpoint must be checked again (not the kubeconfig: its token rotates).
+WATCHED = ("base_url", "expected_model", "runtime", "kaito_version", "api_key", "trigger", "pod_target")
 OUTPUT_KEYS = ("served_model", "models_served", "model_verified", "api", "checks", "latency_ms", "ttft_ms",
                "tokens_per_s", "p50_ms", "p95_ms", "ready_after_s", "sample_text", "checked_at", "notes")
-SECRET_OUTPUTS = ["api_key", "sample_text"]
+SECRET_OUTPUTS = ["api_key", "sample_text", "kubeconfig"]
 
 
 def _known(v: Any) -> bool:
@@ -117,6 +119,8 @@ class EndpointCheckProvider(ResourceProvider):
             problem = api_key_problem(key_value)
             if problem:  # never quotes the key
                 failures.append(CheckFailure("api_key", f"the API key {problem}"))
+        if inputs.get("pod_target") and inputs.get("kubeconfig") is None:
+            failures.append(CheckFailure("kubeconfig", "a check through a port-forward needs the cluster's kubeconfig"))
         n = inputs["concurrency"]
         if _known(n) and not (isinstance(n, (int, float)) and not isinstance(n, bool) and float(n).is_integer()
                               and 1 <= n <= 64):
@@ -150,6 +154,12 @@ class EndpointCheckProvider(ResourceProvider):
         from infra.endpoint import EndpointCheckError, check_endpoint
 
         inputs = _inputs(props)
+        session = None
+        if inputs["pod_target"]:
+            from infra.pod_transport import PodTarget, forwarding_session, kubernetes_opener
+
+            target = PodTarget.from_dict(inputs["pod_target"])
+            session = forwarding_session(kubernetes_opener(str(inputs["kubeconfig"]), target))
         try:
             result = check_endpoint(
                 str(inputs["base_url"]),
@@ -160,12 +170,16 @@ class EndpointCheckProvider(ResourceProvider):
                 timeout_s=float(inputs["timeout_s"]),
                 request_timeout_s=float(inputs["request_timeout_s"]),
                 concurrency=int(inputs["concurrency"]),
+                session=session,
             )
         except EndpointCheckError as e:
             # A plain Exception with the one-line message: the host reports str(exc); nothing else to leak.
             raise Exception(f"endpoint check failed: {e}") from None
         except ValueError as e:
             raise Exception(f"endpoint check inputs: {e}") from None
+        finally:
+            if session is not None:
+                session.close()
         r = result.to_dict()
         return {
             **inputs,
@@ -227,6 +241,8 @@ class EndpointCheck(Resource, module="kaito", name="EndpointCheck"):
         request_timeout_s: pulumi.Input[float] = DEFAULT_REQUEST_TIMEOUT_S,
         concurrency: pulumi.Input[int] = DEFAULT_CONCURRENCY,
         trigger: pulumi.Input[str | None] = None,
+        pod_target: dict[str, Any] | None = None,
+        kubeconfig: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         props: dict[str, Any] = {
@@ -239,6 +255,8 @@ class EndpointCheck(Resource, module="kaito", name="EndpointCheck"):
             "request_timeout_s": request_timeout_s,
             "concurrency": concurrency,
             "trigger": trigger,
+            "pod_target": pod_target,
+            "kubeconfig": pulumi.Output.secret(kubeconfig) if kubeconfig is not None else None,
             **{k: None for k in OUTPUT_KEYS},  # output-only properties: declared so the attributes exist
         }
         super().__init__(EndpointCheckProvider(), resource_name, props, resource_options(opts))

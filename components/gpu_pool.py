@@ -27,9 +27,10 @@ class GpuNodePool(pulumi.ComponentResource):
                 parent=self,
                 # no GPU node is paid for before the cluster is known to run the plan's KAITO release
                 depends_on=[cluster.version_gate],
-                # a new size or a different spot setting is a new pool (AKS can't change them in place)
+                # a new size or a different spot setting is a new pool (AKS can't change them in place); in surge
+                # they are in the replica's identity, so in the pool's name: a new pool beside the old one instead
                 replace_on_changes=["vmSize", "scaleSetPriority", "osDiskSizeGB"],
-                delete_before_replace=True,
+                delete_before_replace=replica.rollout != "surge",
                 custom_timeouts=pulumi.CustomTimeouts(create="60m", update="60m", delete="60m"),
             ),
         )

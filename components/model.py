@@ -5,10 +5,12 @@ from dataclasses import dataclass
 import pulumi
 
 from components import k8s
+from components.endpoint_check import EndpointCheck
 from components.gpu_pool import GpuNodePool
 from components.pool_readiness import PoolReadiness
 from infra import manifests, node_readiness
 from infra.plan import Plan, ReplicaPlan
+from infra.pod_transport import PodTarget
 
 
 @dataclass
@@ -17,14 +19,26 @@ class ReplicaResources:
     pool: GpuNodePool | None                    # None: KAITO provisions the nodes (pool_owner "kaito")
     nodes_ready: pulumi.Resource | None
     workspace: pulumi.CustomResource
-    service: pulumi.CustomResource
+    service: pulumi.CustomResource              # the slot's endpoint Service: stable name and address
+    ready_check: EndpointCheck | None = None    # surge: the new Workspace's check, before the Service moves to it
     url: pulumi.Output[str] | None = None       # direct endpoint (no gateway)
 
 
 class ModelDeployment(pulumi.ComponentResource):
     """Creates, per replica: its GPU pool; the inference ConfigMap when the plan sets vLLM flags; the Workspace,
-    only once its pool and the KAITO controller are ready, waited on until WorkspaceSucceeded and replaced
-    (delete first) when a field KAITO makes immutable changes; the endpoint Service; its NetworkPolicy.
+    only once its pool and the KAITO controller are ready, waited on until WorkspaceSucceeded; the slot's endpoint
+    Service; its NetworkPolicy.
+
+    How a change KAITO can't make in place (model, size, node count, inference config, spot) rolls out:
+
+    - ``rollout: recreate``: the Workspace keeps its name and is replaced delete-first (the endpoint is down
+      until the new one has loaded); the pool likewise.
+    - ``rollout: surge``: the Workspace, its pool, ConfigMap and NetworkPolicy carry the replica's identity hash in
+      their names, so the change is a *new* replica beside the old one. Its ``<workspace>-ready`` EndpointCheck
+      runs the full OpenAI check on the new pod through a Kubernetes port-forward; only then does the slot's
+      endpoint Service (same name, same address) move its selector to the new Workspace -- and with it the
+      gateway's upstream for the model. Pulumi deletes the old Workspace and pool at the end of the update; a
+      failed check fails ``pulumi up`` with the old replica still serving.
 
     Outputs: ``workspaces``, ``endpoints`` (direct URLs; empty behind the gateway).
     """
@@ -42,6 +56,7 @@ class ModelDeployment(pulumi.ComponentResource):
     def _replica(self, r: ReplicaPlan, plan: Plan, cluster, depends_on: list[pulumi.Resource],
                  gateway_pod_labels: dict[str, str] | None) -> ReplicaResources:
         k8s_opts = lambda **kw: pulumi.ResourceOptions(parent=self, provider=cluster.provider, **kw)
+        surge = r.rollout == "surge"
         before_workspace: list[pulumi.Resource] = [*cluster.kaito_ready, *depends_on]
         pool: GpuNodePool | None = None
         nodes_ready: pulumi.Resource | None = None
@@ -65,21 +80,43 @@ class ModelDeployment(pulumi.ComponentResource):
                 depends_on=before_workspace,
                 # KAITO makes model, selector and instance type immutable, never rolls pods for a new inference
                 # config and fixes the node count once: replace on any of them (the identity annotation carries
-                # the node count and the config's hash; the config's name changes with its content)
+                # the node count and the config's hash; the config's name changes with its content). In surge
+                # the identity is in the name too, so a change is a new Workspace, never this replacement.
                 replace_on_changes=["resource", "inference", f"metadata.annotations[\"{manifests.IDENTITY_ANNOTATION}\"]"],
-                delete_before_replace=True,
+                delete_before_replace=not surge,
                 custom_timeouts=pulumi.CustomTimeouts(create=f"{r.wait_timeout_seconds}s",
                                                       update=f"{r.wait_timeout_seconds}s"),
             ),
         )
+        ready_check = self._ready_check(r, plan, cluster, workspace) if surge else None
         service_obj = manifests.endpoint_service(r, plan)
         is_lb = service_obj["spec"]["type"] == "LoadBalancer"
-        # a LoadBalancer is awaited until it has ready endpoints: create it once the model serves
-        service = k8s.apply(f"{r.workspace}-endpoint", service_obj,
-                            k8s_opts(depends_on=[workspace] if is_lb else depends_on))
+        # surge: the Service moves to the new Workspace only once it passed its check; recreate: a LoadBalancer is
+        # awaited until it has ready endpoints, so it is created once the model serves
+        service_after = [ready_check] if ready_check is not None else [workspace] if is_lb else depends_on
+        service = k8s.apply(f"{r.slot}-endpoint", service_obj, k8s_opts(depends_on=service_after))
         k8s.apply(f"{r.workspace}-netpol", manifests.inference_network_policy(r, plan, gateway_pod_labels),
                   k8s_opts(depends_on=depends_on))
         url = None
         if is_lb:
             url = k8s.load_balancer_address(service).apply(lambda a: f"http://{a}" if a else None)
-        return ReplicaResources(r, pool, nodes_ready, workspace, service, url)
+        return ReplicaResources(r, pool, nodes_ready, workspace, service, ready_check, url)
+
+    def _ready_check(self, r: ReplicaPlan, plan: Plan, cluster, workspace: pulumi.Resource) -> EndpointCheck:
+        """The new Workspace's full check through a port-forward to its pod, before any traffic reaches it (also
+        when post-deploy checks are off: a surge never moves traffic to an unproven replica)."""
+        settings = plan.settings.endpoint_check
+        target = PodTarget.from_dict(manifests.inference_pod_target(r))
+        return EndpointCheck(
+            f"{r.workspace}-ready",
+            base_url=target.base_url(),
+            pod_target=target.to_dict(),
+            kubeconfig=cluster.kubeconfig,
+            runtime=r.runtime,
+            kaito_version=r.kaito_version,
+            expected_model=r.served_model,
+            timeout_s=settings.timeout_seconds,
+            concurrency=settings.concurrency,
+            trigger=r.identity,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[workspace]),
+        )

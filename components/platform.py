@@ -7,6 +7,7 @@ import pulumi
 
 from components import k8s
 from components.cluster import KaitoCluster
+from components.endpoint_check import EndpointCheck
 from components.gateway import Gateway
 from components.model import ModelDeployment
 from components.observability import Observability, ObservabilityArgs
@@ -86,23 +87,22 @@ class KaitoPlatform(pulumi.ComponentResource):
         settings = self.plan.settings.endpoint_check
         if not settings.enabled:
             return {}
-        from components.endpoint_check import EndpointCheck
-
         checks: dict[str, list] = {}
         for name, model in self.models.items():
             checks[name] = []
             for rr in model.replicas:
                 r = rr.plan
+                # the public path, after the slot's Service (moved to a new Workspace in surge) and the gateway
                 if self.gateway is not None:
                     base = pulumi.Output.from_input(settings.url) if settings.url else self.gateway.url
-                    prefix = gateway_spec.replica_prefix(r.workspace)
+                    prefix = gateway_spec.replica_prefix(r.slot)
                     url = base.apply(lambda b, p=prefix: f"{b.rstrip('/')}{p}" if b else None)
-                    api_key, deps = self.gateway.first_key, [self.gateway, rr.workspace]
+                    api_key, deps = self.gateway.first_key, [self.gateway, rr.service, rr.workspace]
                 else:
                     url = pulumi.Output.from_input(settings.url) if settings.url else rr.url
                     api_key, deps = None, [rr.service, rr.workspace]
                 checks[name].append(EndpointCheck(
-                    f"{r.workspace}-check",
+                    f"{r.slot}-check",
                     base_url=url,
                     runtime=r.runtime,
                     kaito_version=r.kaito_version,
@@ -110,7 +110,7 @@ class KaitoPlatform(pulumi.ComponentResource):
                     api_key=api_key,
                     timeout_s=settings.timeout_seconds,
                     concurrency=settings.concurrency,
-                    trigger=f"{r.preset}|{r.instance_type}|{r.nodes}",
+                    trigger=f"{r.workspace}|{r.identity}",   # a new replica behind the slot: check again
                     opts=pulumi.ResourceOptions(parent=self, depends_on=deps),
                 ))
         return checks

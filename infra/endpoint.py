@@ -822,8 +822,13 @@ _HINTS = {
 }
 
 
+FORWARD_FAILURE = "no connection through the port-forward: "   # infra.pod_transport's reason (why no pod yet)
+
+
 def _describe_exception(e: BaseException) -> str:
     text = str(e)
+    if FORWARD_FAILURE in text:
+        return excerpt(text.split(FORWARD_FAILURE, 1)[1].split("'))", 1)[0], 160)
     if isinstance(e, requests.exceptions.ConnectTimeout):
         return "connect timed out"
     if isinstance(e, (requests.exceptions.ReadTimeout, TimeoutError)):

@@ -6,7 +6,7 @@ checks ``Authorization: Bearer <key>`` against the stack's API keys (the key byt
 case), load-balances a model's replicas with passive health checks, streams responses unbuffered, limits request
 size, the request rate per key and failed authentications per client address, answers every error of its own
 in OpenAI's JSON shape, and logs without secrets (no request line, query string or client-chosen path text in
-any log). ``GET /v1/models`` at the root lists the stack's models; ``/_replicas/<workspace>/v1/...``
+any log). ``GET /v1/models`` at the root lists the stack's models; ``/_replicas/<slot>/v1/...``
 reaches one replica (for the post-deploy check and on-call).
 
 Everything here is pure: ``render_nginx_conf`` is what the tests run under a real nginx.
@@ -74,9 +74,9 @@ def model_prefix(model_name: str) -> str:
     return f"/{model_name}"
 
 
-def replica_prefix(workspace: str) -> str:
-    """One replica, bypassing the load balancing (the post-deploy check, on-call)."""
-    return f"/_replicas/{workspace}"
+def replica_prefix(slot: str) -> str:
+    """One replica by its stable slot name, bypassing the load balancing (the post-deploy check, on-call)."""
+    return f"/_replicas/{slot}"
 
 
 def pod_labels() -> dict[str, str]:
@@ -523,7 +523,7 @@ http {{
 
 
 # mtail (https://google.github.io/mtail/): one counter per status, key id and route from each access-log record.
-# route: the model's name, `_replicas/<workspace>`, `v1` (GET /v1/models) or `-` (no route: unknown path, no valid
+# route: the model's name, `_replicas/<slot>`, `v1` (GET /v1/models) or `-` (no route: unknown path, no valid
 # key). key: the key's id (a hash prefix, never the key), `-` without a valid key. Only counters: Debian's mtail
 # (3.0.0~rc50, the tests) drops histogram observations below the first bucket (fixed upstream in 3.0.0-rc54);
 # latency comes from vLLM's own histograms.

@@ -48,6 +48,14 @@ def inference_pod_selector(r: ReplicaPlan) -> dict[str, str]:
     return selector
 
 
+def inference_pod_target(r: ReplicaPlan) -> dict[str, Any]:
+    """The pod a surge rollout checks before it moves traffic (``infra.pod_transport.PodTarget`` as a dict): the
+    pod the endpoint Service will select -- the leader of a multi-node group, else any Ready pod -- on KAITO's port."""
+    leader = inference_pod_selector(r).get("statefulset.kubernetes.io/pod-name")
+    return {"namespace": r.namespace, "selector": {"kaito.sh/workspace": r.workspace}, "pod": leader,
+            "port": INFERENCE_PORT, "label": r.workspace}
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Objects
 

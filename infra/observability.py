@@ -520,7 +520,7 @@ def alert_rules(plan: Plan, version: str | None = None) -> list[AlertRule]:
             "KaitoGateway5xxHigh", ratio, f"({ratio}) > {a.gateway_5xx_ratio:g} and on (route) {volume} >= 10", 5,
             "critical", f"gateway route {{{{ $labels.route }}}}: over {a.gateway_5xx_ratio:.0%} 5xx",
             f"More than {a.gateway_5xx_ratio:.0%} of the gateway's responses on route {{{{ $labels.route }}}} (a "
-            "model, or _replicas/<workspace>) were 5xx for 5 minutes (at least 10 requests): 503 means no replica "
+            "model, or _replicas/<slot>) were 5xx for 5 minutes (at least 10 requests): 503 means no replica "
             "answered. Check the model-down alerts, then the gateway pods' logs."))
     ready = f"max by (node, workspace) ({gpu_nodes_ready_query()})"
     rules.append(AlertRule(

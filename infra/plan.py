@@ -446,9 +446,11 @@ def _replica(settings: Settings, index: int, model: ModelSettings, resolved: Res
         vllm_values["gpu-memory-utilization"] = chosen.gpu_memory_utilization
     config = inference_config(release, model.runtime, vllm_values)
     config_hash = short_hash(config) if config is not None else None
-    # Everything KAITO fixes when it first reconciles a Workspace: a change to any of it needs a new Workspace
+    # Everything KAITO fixes when it first reconciles a Workspace, and what AKS can't change on a node pool (spot,
+    # OS disk): a change to any of it needs a new Workspace and pool (in surge, under new names beside the old ones)
     identity = short_hash({"preset": resolved.preset, "runtime": model.runtime, "instance_type": chosen.instance_type,
-                           "nodes": chosen.nodes, "count": chosen.kaito_count, "config": config_hash}, length=10)
+                           "nodes": chosen.nodes, "count": chosen.kaito_count, "config": config_hash,
+                           "spot": model.spot, "os_disk_gib": os_disk}, length=10)
     rollout = settings.rollout_of(model)
     workspace = names.workspace_name(model.name, replica, identity, surge=rollout == "surge")
     return ReplicaPlan(

@@ -280,6 +280,9 @@ gpu_pools_tainted = ResourceValidationPolicy(
 # ---------------------------------------------------------------------------------------------------------
 # 4. Workspaces are waited on and replaced on immutable changes
 
+IDENTITY_ANNOTATION = "kaito-aks/identity"   # infra.manifests.IDENTITY_ANNOTATION (the pack runs without infra/)
+SURGE_HASH_CHARS = 6                          # infra.names.SURGE_HASH_CHARS
+
 def validate_workspace_lifecycle(args: ResourceValidationArgs, report: ReportViolation) -> None:
     if args.resource_type != WORKSPACE:
         return
@@ -290,9 +293,18 @@ def validate_workspace_lifecycle(args: ResourceValidationArgs, report: ReportVio
     # replaceOnChanges is not sent to analyzers (AnalyzerResourceOptions has no such field in pulumi-policy
     # 1.21.0 / the engine's proto), so the policy checks what it can see: a replacement must delete first,
     # because the new Workspace has the same name.
-    if args.opts.delete_before_replace is not True:
+    if args.opts.delete_before_replace is not True and not _named_by_identity(args.props):
         report(f"Workspace {_k8s_id(args.props)} must set deleteBeforeReplace: KAITO makes resource and "
                "inference.preset immutable, and its replacement reuses the name")
+
+
+def _named_by_identity(props: Mapping[str, Any]) -> bool:
+    """A surge-rollout Workspace: its name ends with the first 6 characters of its kaito-aks/identity annotation,
+    so an immutable change is a new Workspace under a new name (created beside the old one, which is deleted after
+    the switch), never a replacement reusing this name."""
+    name = str(_get(props, "metadata", "name") or "")
+    identity = str(_get(props, "metadata", "annotations", IDENTITY_ANNOTATION) or "")
+    return len(identity) >= SURGE_HASH_CHARS and name.endswith(f"-{identity[:SURGE_HASH_CHARS]}")
 
 
 workspace_lifecycle = ResourceValidationPolicy(

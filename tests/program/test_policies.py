@@ -468,6 +468,15 @@ def _workspaces_without_delete_first(records: list[Record]) -> list[Record]:
     return [(t, n, p, policy_opts(delete_before_replace=False) if t == kp.WORKSPACE else o) for t, n, p, o in records]
 
 
+def _surge_workspaces_lose_their_identity_name(records: list[Record]) -> list[Record]:
+    """prod rolls out by surge (no delete-first): a Workspace whose name no longer carries its identity hash would
+    be replaced under the same name, so it must delete first again."""
+    for typ, _, props, _ in records:
+        if typ == kp.WORKSPACE:
+            props["metadata"]["name"] = props["metadata"]["name"].rsplit("-", 1)[0]
+    return records
+
+
 def _cluster_without_network_policy(records: list[Record]) -> list[Record]:
     for typ, _, props, _ in records:
         if typ == AKS:
@@ -482,7 +491,7 @@ def _cluster_without_network_policy(records: list[Record]) -> list[Record]:
     ("dev", _untaint_gpu_pools, "gpu-pools-tainted"),
     ("prod", _untaint_gpu_pools, "gpu-pools-tainted"),
     ("dev", _workspaces_without_delete_first, "workspace-waited-and-replaced"),
-    ("prod", _workspaces_without_delete_first, "workspace-waited-and-replaced"),
+    ("prod", _surge_workspaces_lose_their_identity_name, "workspace-waited-and-replaced"),
     ("prod", _cluster_without_network_policy, "prod-cluster-hardened"),
 ])
 def test_one_defect_in_the_program_fails_its_policy(run_program, monkeypatch, stack: str, defect: Callable,

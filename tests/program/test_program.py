@@ -115,7 +115,8 @@ def test_workspaces_shape_annotations_and_dependencies(variant):
         kaito = "kaito-workspace" if plan.kaito_mode == "helm" else "-aks"
         assert any(d._name.endswith(kaito) for d in deps)
         assert any(d._name == "cluster-kaito-version" for d in deps)   # the version gate, before any Workspace
-        assert opts.delete_before_replace is True
+        # recreate: replaced delete-first under the same name; surge: a change is a new name, nothing deletes first
+        assert opts.delete_before_replace is (r.rollout == "recreate")
         # replaced (not updated) when the model, size, node count or inference config changes: KAITO fixes them
         assert set(opts.replace_on_changes) == {"resource", "inference", 'metadata.annotations["kaito-aks/identity"]'}
         assert annotations["kaito-aks/identity"] == r.identity
@@ -138,7 +139,8 @@ def test_workspaces_shape_annotations_and_dependencies(variant):
 def test_services_select_the_inference_pod_on_port_5000(variant):
     run, plan = variant
     for r in plan.replicas:
-        svc = run.named(SVC, f"{r.workspace}-endpoint").inputs
+        svc = run.named(SVC, f"{r.slot}-endpoint").inputs
+        assert svc["metadata"]["name"] == f"{r.slot}-endpoint"      # the slot's: stable across rollouts
         spec = svc["spec"]
         assert spec["selector"]["kaito.sh/workspace"] == r.workspace
         assert ("statefulset.kubernetes.io/pod-name" in spec["selector"]) == r.multi_node
@@ -189,10 +191,13 @@ def test_secrets_stay_secret(variant):
 def test_endpoint_check_per_replica_after_its_endpoint(variant):
     run, plan = variant
     checks = {c.name: c.inputs for c in run.of_type(CHECK)}
-    assert sorted(checks) == sorted(f"{r.workspace}-check" for r in plan.replicas)
+    public = sorted(f"{r.slot}-check" for r in plan.replicas)
+    pre_switch = sorted(f"{r.workspace}-ready" for r in plan.replicas if r.rollout == "surge")
+    assert sorted(checks) == sorted(public + pre_switch)
     for r in plan.replicas:
-        check = checks[f"{r.workspace}-check"]
+        check = checks[f"{r.slot}-check"]
         assert check["expected_model"] == r.served_model and check["runtime"] == r.runtime
+        assert check.get("pod_target") is None and check["trigger"] == f"{r.workspace}|{r.identity}"
         if plan.settings.gateway_enabled:
             assert check["api_key"].get(SECRET_SIG), "the gateway key reaches the check as a secret"
 
