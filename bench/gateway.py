@@ -2,7 +2,7 @@
 
     python bench/gateway.py [--requests 200]
 
-One real vLLM server (tests/servers) and one real nginx running infra.gateway's configuration with an API key.
+One real vLLM server (tests/servers) and one real nginx running infra.render.nginx's configuration with an API key.
 For 1 and 8 concurrent clients it sends the same small completion request (8 tokens, temperature 0) directly and
 through the gateway, alternating the two so both see the same server state, and prints p50/p95 and the difference.
 """
@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 import requests  # noqa: E402
 
-from infra.gateway import GatewayLimits, Route  # noqa: E402
+from infra.render.nginx import GatewayLimits, Route
 from tests.servers.nginx import NginxGateway  # noqa: E402
 from tests.servers.vllm import VllmRuntime, VllmServer  # noqa: E402
 

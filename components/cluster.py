@@ -9,8 +9,8 @@ import pulumi_azure_native.resources as resources
 import pulumi_kubernetes as k8s
 
 from components.version_gate import KaitoVersionGate
-from infra import azure_spec
 from infra.plan import Plan
+from infra.render import azure_args
 
 
 class KaitoCluster(pulumi.ComponentResource):
@@ -31,16 +31,16 @@ class KaitoCluster(pulumi.ComponentResource):
 
         self.resource_group = resources.ResourceGroup(
             f"{name}-rg", resource_group_name=settings.resource_group, location=settings.cluster.location,
-            tags=azure_spec.tags(plan), opts=child)
+            tags=azure_args.tags(plan), opts=child)
 
         self.cluster = containerservice.ManagedCluster(
             f"{name}-aks",
             resource_group_name=self.resource_group.name,
-            **azure_spec.managed_cluster_args(plan),
+            **azure_args.managed_cluster_args(plan),
             # GPU pools are separate AgentPool resources; AKS reports them in agentPoolProfiles too
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["agentPoolProfiles"]),
         )
-        for maintenance in azure_spec.maintenance_configuration_args(plan):
+        for maintenance in azure_args.maintenance_configuration_args(plan):
             containerservice.MaintenanceConfiguration(
                 f"{name}-{maintenance['config_name']}",
                 resource_group_name=self.resource_group.name,
@@ -85,15 +85,15 @@ class KaitoCluster(pulumi.ComponentResource):
     def _kaito_chart(self, plan: Plan) -> pulumi.Resource:
         """KAITO's workspace chart, pinned, in bring-your-own-nodes mode; waits until its webhook serves."""
         k8s_opts = pulumi.ResourceOptions(parent=self, provider=self.provider)
-        ns = k8s.core.v1.Namespace(f"{self._name}-kaito-ns", metadata={"name": azure_spec.KAITO_HELM_NAMESPACE}, opts=k8s_opts)
+        ns = k8s.core.v1.Namespace(f"{self._name}-kaito-ns", metadata={"name": azure_args.KAITO_HELM_NAMESPACE}, opts=k8s_opts)
         return k8s.helm.v3.Release(
             f"{self._name}-kaito-workspace",
             name="kaito-workspace",
-            namespace=azure_spec.KAITO_HELM_NAMESPACE,
-            chart=azure_spec.KAITO_CHART,
+            namespace=azure_args.KAITO_HELM_NAMESPACE,
+            chart=azure_args.KAITO_CHART,
             version=plan.kaito_version,
-            repository_opts={"repo": azure_spec.KAITO_CHART_REPO},
-            values=azure_spec.kaito_chart_values(plan),
+            repository_opts={"repo": azure_args.KAITO_CHART_REPO},
+            values=azure_args.kaito_chart_values(plan),
             atomic=True,
             timeout=900,
             opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[ns]),

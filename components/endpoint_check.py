@@ -9,8 +9,7 @@ Design notes (docs/pulumi.md#dynamic-providers):
 - **Pickled by reference.** The provider class lives in this importable module, so ``__provider`` is a short
   by-reference pickle (``components.endpoint_check.EndpointCheckProvider``): editing this file does not change
   ``__provider``, and the provider process (run from the project directory) imports the current code. The module
-  therefore creates no clients or resources at import time, and imports ``requests``/``infra.endpoint`` inside
-  the methods.
+  therefore creates no clients or resources at import time (sessions and port-forwards are made per check).
 - **serialize_as_secret_always = False.** The provider captures nothing secret (the API key is a *property*,
   marked secret on its own), so the serialized provider need not be a secret; that keeps state readable and
   avoids the cost of always-secret providers. It still becomes secret if a secret Output were ever captured.
@@ -34,8 +33,6 @@ import uuid
 from typing import Any, Mapping
 
 import pulumi
-from infra.catalog import load_catalog
-from infra.errors import bounded_repr
 from pulumi.dynamic import (
     CheckFailure,
     CheckResult,
@@ -46,6 +43,19 @@ from pulumi.dynamic import (
     ResourceProvider,
     UpdateResult,
 )
+
+from infra.catalog import load_catalog
+from infra.endpoint import (
+    MAX_REQUEST_TIMEOUT_S,
+    MAX_TIMEOUT_S,
+    EndpointCheckError,
+    api_key_problem,
+    api_surface,
+    check_endpoint,
+    normalize_base_url,
+)
+from infra.errors import bounded_repr
+from infra.pod_transport import PodTarget, forwarding_session, kubernetes_opener
 
 # pulumi.runtime.rpc.UNKNOWN: what check/diff see for inputs not known during preview.
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
@@ -90,7 +100,6 @@ class EndpointCheckProvider(ResourceProvider):
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> CheckResult:
         """Validate inputs without any network; unknown (preview) values are let through."""
-        from infra.endpoint import MAX_REQUEST_TIMEOUT_S, MAX_TIMEOUT_S, api_key_problem, api_surface, normalize_base_url
 
         inputs = {**news, **{k: news.get(k, v) for k, v in INPUT_DEFAULTS.items()}}
         failures: list[CheckFailure] = []
@@ -151,12 +160,10 @@ class EndpointCheckProvider(ResourceProvider):
         return None  # a check leaves nothing behind
 
     def _run(self, props: Mapping[str, Any]) -> dict[str, Any]:
-        from infra.endpoint import EndpointCheckError, check_endpoint
 
         inputs = _inputs(props)
         session = None
         if inputs["pod_target"]:
-            from infra.pod_transport import PodTarget, forwarding_session, kubernetes_opener
 
             target = PodTarget.from_dict(inputs["pod_target"])
             session = forwarding_session(kubernetes_opener(str(inputs["kubeconfig"]), target))

@@ -1,11 +1,12 @@
-"""Gateway: the stack's one authenticated address in front of every model (nginx, configured by infra.gateway)."""
+"""Gateway: the stack's one authenticated address in front of every model (nginx, configured by infra.render.nginx and infra.render.gateway_objects)."""
 from __future__ import annotations
 
 import pulumi
 
 from components import k8s
-from infra import gateway
+from infra import api_keys
 from infra.plan import Plan
+from infra.render import gateway_objects, nginx
 
 
 class Gateway(pulumi.ComponentResource):
@@ -20,16 +21,16 @@ class Gateway(pulumi.ComponentResource):
         super().__init__("kaito-aks:index:Gateway", name, None, opts)
         k8s_opts = lambda deps: pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=deps)
         keys = pulumi.Output.secret(api_keys).apply(_parse_keys)
-        keys_map = pulumi.Output.secret(keys.apply(gateway.render_keys_map))
-        keys_sha = pulumi.Output.secret(keys_map.apply(gateway.keys_map_checksum))
+        keys_map = pulumi.Output.secret(keys.apply(nginx.render_keys_map))
+        keys_sha = pulumi.Output.secret(keys_map.apply(nginx.keys_map_checksum))
 
-        conf = k8s.apply("gateway-conf", gateway.config_map(plan), k8s_opts(depends_on))
-        secret = k8s.apply("gateway-keys", gateway.keys_secret(plan, keys_map), k8s_opts(depends_on))
-        deployment_obj = gateway.deployment(plan, keys_checksum=keys_sha)
+        conf = k8s.apply("gateway-conf", gateway_objects.config_map(plan), k8s_opts(depends_on))
+        secret = k8s.apply("gateway-keys", gateway_objects.keys_secret(plan, keys_map), k8s_opts(depends_on))
+        deployment_obj = gateway_objects.deployment(plan, keys_checksum=keys_sha)
         deployment = k8s.apply("gateway", deployment_obj, k8s_opts([conf, secret, *depends_on]))
-        k8s.apply("gateway-pdb", gateway.disruption_budget(plan), k8s_opts(depends_on))
-        k8s.apply("gateway-netpol", gateway.network_policy(plan), k8s_opts(depends_on))
-        service = k8s.apply("gateway-service", gateway.service(plan), k8s_opts([deployment]))
+        k8s.apply("gateway-pdb", gateway_objects.disruption_budget(plan), k8s_opts(depends_on))
+        k8s.apply("gateway-netpol", gateway_objects.network_policy(plan), k8s_opts(depends_on))
+        service = k8s.apply("gateway-service", gateway_objects.service(plan), k8s_opts([deployment]))
 
         self.address = k8s.load_balancer_address(service)
         self.url = self.address.apply(lambda a: f"http://{a}" if a else None)
@@ -41,6 +42,6 @@ def _parse_keys(raw) -> list[str]:
     """The apiKeys setting, validated; a mistake stops `pulumi up` with the one-line reasons (which never quote a
     key), not a traceback."""
     try:
-        return gateway.parse_api_keys(raw)
-    except gateway.ApiKeysError as err:
+        return api_keys.parse_api_keys(raw)
+    except api_keys.ApiKeysError as err:
         raise pulumi.RunError("invalid kaito-aks settings:\n  " + "\n  ".join(err.lines)) from None

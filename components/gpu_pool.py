@@ -4,8 +4,8 @@ from __future__ import annotations
 import pulumi
 import pulumi_azure_native.containerservice as containerservice
 
-from infra import azure_spec
 from infra.plan import ReplicaPlan
+from infra.render import azure_args
 
 
 class GpuNodePool(pulumi.ComponentResource):
@@ -17,7 +17,7 @@ class GpuNodePool(pulumi.ComponentResource):
 
     def __init__(self, name: str, replica: ReplicaPlan, cluster, opts: pulumi.ResourceOptions | None = None):
         super().__init__("kaito-aks:index:GpuNodePool", name, None, opts)
-        args = azure_spec.gpu_pool_args(replica)
+        args = azure_args.gpu_pool_args(replica)
         self.agent_pool = containerservice.AgentPool(
             f"{name}-pool",   # child names are unique per stack, not per parent
             resource_group_name=cluster.resource_group_name,

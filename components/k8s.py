@@ -1,4 +1,4 @@
-"""Turn the plain Kubernetes objects of ``infra.manifests`` into pulumi-kubernetes resources, unchanged."""
+"""Turn the plain Kubernetes objects of ``infra.render`` into pulumi-kubernetes resources, unchanged."""
 from __future__ import annotations
 
 from typing import Any

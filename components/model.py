@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import pulumi
 
 from components import k8s
 from components.endpoint_check import EndpointCheck
 from components.gpu_pool import GpuNodePool
 from components.pool_readiness import PoolReadiness
-from infra import manifests, node_readiness
+from infra import node_readiness
 from infra.plan import Plan, ReplicaPlan
 from infra.pod_transport import PodTarget
+from infra.render import common, model_objects
 
 
 @dataclass
@@ -71,31 +73,31 @@ class ModelDeployment(pulumi.ComponentResource):
             before_workspace = [nodes_ready, pool.agent_pool, *before_workspace]
         # else KAITO provisions the replica's nodes itself (0.7 reuses no pre-created pool): a pool of ours would be
         # a second one, paid for and unused
-        config = manifests.inference_config_map(r)
+        config = model_objects.inference_config_map(r)
         if config is not None:
             before_workspace.append(k8s.apply(f"{r.workspace}-config", config, k8s_opts(depends_on=depends_on)))
         workspace = k8s.apply(
-            f"{r.workspace}-workspace", manifests.workspace(r),
+            f"{r.workspace}-workspace", model_objects.workspace(r),
             k8s_opts(
                 depends_on=before_workspace,
                 # KAITO makes model, selector and instance type immutable, never rolls pods for a new inference
                 # config and fixes the node count once: replace on any of them (the identity annotation carries
                 # the node count and the config's hash; the config's name changes with its content). In surge
                 # the identity is in the name too, so a change is a new Workspace, never this replacement.
-                replace_on_changes=["resource", "inference", f"metadata.annotations[\"{manifests.IDENTITY_ANNOTATION}\"]"],
+                replace_on_changes=["resource", "inference", f"metadata.annotations[\"{common.IDENTITY_ANNOTATION}\"]"],
                 delete_before_replace=not surge,
                 custom_timeouts=pulumi.CustomTimeouts(create=f"{r.wait_timeout_seconds}s",
                                                       update=f"{r.wait_timeout_seconds}s"),
             ),
         )
         ready_check = self._ready_check(r, plan, cluster, workspace) if surge else None
-        service_obj = manifests.endpoint_service(r, plan)
+        service_obj = model_objects.endpoint_service(r, plan)
         is_lb = service_obj["spec"]["type"] == "LoadBalancer"
         # surge: the Service moves to the new Workspace only once it passed its check; recreate: a LoadBalancer is
         # awaited until it has ready endpoints, so it is created once the model serves
         service_after = [ready_check] if ready_check is not None else [workspace] if is_lb else depends_on
         service = k8s.apply(f"{r.slot}-endpoint", service_obj, k8s_opts(depends_on=service_after))
-        k8s.apply(f"{r.workspace}-netpol", manifests.inference_network_policy(r, plan, gateway_pod_labels),
+        k8s.apply(f"{r.workspace}-netpol", model_objects.inference_network_policy(r, plan, gateway_pod_labels),
                   k8s_opts(depends_on=depends_on))
         url = None
         if is_lb:
@@ -106,7 +108,7 @@ class ModelDeployment(pulumi.ComponentResource):
         """The new Workspace's full check through a port-forward to its pod, before any traffic reaches it (also
         when post-deploy checks are off: a surge never moves traffic to an unproven replica)."""
         settings = plan.settings.endpoint_check
-        target = PodTarget.from_dict(manifests.inference_pod_target(r))
+        target = PodTarget.from_dict(model_objects.inference_pod_target(r))
         return EndpointCheck(
             f"{r.workspace}-ready",
             base_url=target.base_url(),

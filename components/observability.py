@@ -1,6 +1,6 @@
 """Observability: managed Prometheus's Azure side, alerts, Grafana with the stack's dashboard, and what it scrapes.
 
-Every argument comes from ``infra.observability`` (pure functions of the Plan); this component only creates:
+Every argument comes from ``infra.render.monitoring`` (pure functions of the Plan); this component only creates:
 
 - an Azure Monitor workspace, and the data collection endpoint, rule and association of Microsoft's "enable
   Prometheus" templates (the cluster itself gets ``azureMonitorProfile.metrics`` from ``azure_monitor_profile``);
@@ -25,10 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import pulumi
+import pulumi_kubernetes as k8s
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from infra import observability as obs
+from components import k8s as k8s_objects
 from infra.plan import Plan
+from infra.render import monitoring
 
 TOKEN_ENV = "KAITO_AKS_GRAFANA_TOKEN"     # an Entra ID token for https://dashboard.azure.com, instead of `az`
 RBAC_WAIT_S = 600.0                       # a new Grafana Admin role assignment takes minutes to apply
@@ -62,22 +64,22 @@ class Observability(pulumi.ComponentResource):
         deployer = args.deployer_object_id if args.deployer_object_id is not None else client.object_id
 
         self.workspace = monitor.AzureMonitorWorkspace(f"{name}-amw", resource_group_name=rg,
-                                                       **obs.workspace_args(plan), opts=child())
-        self.dce = monitor.DataCollectionEndpoint(f"{name}-dce", resource_group_name=rg, **obs.dce_args(plan),
+                                                       **monitoring.workspace_args(plan), opts=child())
+        self.dce = monitor.DataCollectionEndpoint(f"{name}-dce", resource_group_name=rg, **monitoring.dce_args(plan),
                                                   opts=child())
         self.dcr = monitor.DataCollectionRule(f"{name}-dcr", resource_group_name=rg,
-                                              **obs.dcr_args(plan, self.workspace.id, self.dce.id), opts=child())
+                                              **monitoring.dcr_args(plan, self.workspace.id, self.dce.id), opts=child())
         self.dcra = monitor.DataCollectionRuleAssociation(f"{name}-dcra",
-                                                          **obs.dcra_args(plan, args.cluster_id, self.dcr.id),
+                                                          **monitoring.dcra_args(plan, args.cluster_id, self.dcr.id),
                                                           opts=child())
 
         self.action_group = None
-        action_args = obs.action_group_args(plan)
+        action_args = monitoring.action_group_args(plan)
         if action_args is not None:
             self.action_group = monitor.ActionGroup(f"{name}-actions", resource_group_name=rg, **action_args,
                                                     opts=child())
         self.rule_group = None
-        rules = obs.rule_group_args(plan, self.workspace.id, args.cluster_id,
+        rules = monitoring.rule_group_args(plan, self.workspace.id, args.cluster_id,
                                     self.action_group.id if self.action_group is not None else None)
         if rules is not None:
             self.rule_group = alertsmanagement.PrometheusRuleGroup(f"{name}-alerts", resource_group_name=rg, **rules,
@@ -86,20 +88,20 @@ class Observability(pulumi.ComponentResource):
         self.grafana = None
         self.grafana_url: pulumi.Output = pulumi.Output.from_input(None)
         self.dashboard_url: pulumi.Output = pulumi.Output.from_input(None)
-        grafana_args = obs.grafana_args(plan, self.workspace.id)
+        grafana_args = monitoring.grafana_args(plan, self.workspace.id)
         if grafana_args is not None:
             self.grafana = dashboard.Grafana(f"{name}-grafana", resource_group_name=rg, **grafana_args, opts=child())
             principal = self.grafana.identity.apply(lambda i: i.principal_id if i else None)
             role_id = lambda guid: pulumi.Output.from_input(subscription).apply(
-                lambda sub: obs.role_definition_id(sub, guid))
+                lambda sub: monitoring.role_definition_id(sub, guid))
             assignments = [
                 authorization.RoleAssignment(f"{name}-{role_name}", **role_args, opts=child())
-                for role_name, role_args in obs.role_assignments(plan, role_id, self.workspace.id,
+                for role_name, role_args in monitoring.role_assignments(plan, role_id, self.workspace.id,
                                                                   self.grafana.id, principal, deployer)
             ]
             self.grafana_url = self.grafana.properties.apply(lambda p: p.endpoint if p else None)
             board = GrafanaDashboard(f"{name}-dashboard", endpoint=self.grafana_url,
-                                     dashboard=json.dumps(obs.dashboard(plan), sort_keys=True),
+                                     dashboard=json.dumps(monitoring.dashboard(plan), sort_keys=True),
                                      opts=pulumi.ResourceOptions(parent=self, depends_on=assignments))
             self.dashboard_url = board.url
 
@@ -117,17 +119,13 @@ class Observability(pulumi.ComponentResource):
     def _kubernetes(self, plan: Plan, args: ObservabilityArgs, azure: list[pulumi.Resource]) -> list[pulumi.Resource]:
         """The monitors (custom resources of the managed Prometheus add-on: created after the data collection
         association, and after what they watch) and the scraper's NetworkPolicies."""
-        import pulumi_kubernetes as k8s
-
-        from components import k8s as k8s_objects
-
         made = []
-        for obj in obs.kubernetes_objects(plan):
+        for obj in monitoring.kubernetes_objects(plan):
             meta = obj["metadata"]
             name = f"obs-{obj['kind'].lower()}-{meta['name']}"
             opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider,
                                           depends_on=[*azure, *args.k8s_depends_on])
-            if obj["apiVersion"] == obs.MONITOR_API:
+            if obj["apiVersion"] == monitoring.MONITOR_API:
                 made.append(k8s.apiextensions.CustomResource(name, api_version=obj["apiVersion"], kind=obj["kind"],
                                                              metadata=meta, spec=obj["spec"], opts=opts))
             else:
@@ -146,13 +144,13 @@ def grafana_token() -> str:
     if token:
         return token
     try:
-        proc = subprocess.run(["az", "account", "get-access-token", "--resource", obs.GRAFANA_TOKEN_AUDIENCE,
+        proc = subprocess.run(["az", "account", "get-access-token", "--resource", monitoring.GRAFANA_TOKEN_AUDIENCE,
                                "--query", "accessToken", "-o", "tsv"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as err:
         raise RuntimeError(f"uploading the Grafana dashboard needs an Entra ID token: set {TOKEN_ENV}, or install the "
                            f"Azure CLI and `az login` ({err})") from None
     if proc.returncode != 0 or not proc.stdout.strip():
-        raise RuntimeError(f"`az account get-access-token --resource {obs.GRAFANA_TOKEN_AUDIENCE}` failed "
+        raise RuntimeError(f"`az account get-access-token --resource {monitoring.GRAFANA_TOKEN_AUDIENCE}` failed "
                            f"({proc.stderr.strip()[:300]}); `az login`, or set {TOKEN_ENV}")
     return proc.stdout.strip()
 
@@ -224,7 +222,7 @@ class GrafanaDashboardProvider(ResourceProvider):
     def delete(self, _id, props):
         if props.get("endpoint"):
             try:
-                delete_dashboard(props["endpoint"], props.get("uid") or obs.DASHBOARD_UID, grafana_token())
+                delete_dashboard(props["endpoint"], props.get("uid") or monitoring.DASHBOARD_UID, grafana_token())
             except Exception as err:      # a deleted Grafana takes its dashboards with it
                 pulumi.log.warn(f"Grafana dashboard not deleted: {err}")
 

@@ -11,10 +11,8 @@ from components.endpoint_check import EndpointCheck
 from components.gateway import Gateway
 from components.model import ModelDeployment
 from components.observability import Observability, ObservabilityArgs
-from infra import gateway as gateway_spec
-from infra import manifests
-from infra import observability as observability_spec
 from infra.plan import Plan
+from infra.render import gateway_objects, namespace_objects, nginx
 
 
 @dataclass(frozen=True)
@@ -39,19 +37,19 @@ class KaitoPlatform(pulumi.ComponentResource):
         k8s_opts = lambda deps=(): pulumi.ResourceOptions(parent=self, provider=self.cluster.provider,
                                                           depends_on=list(deps))
 
-        ns = k8s.apply("namespace", manifests.namespace(plan), k8s_opts())
+        ns = k8s.apply("namespace", namespace_objects.namespace(plan), k8s_opts())
         base = [ns]
-        base.append(k8s.apply("default-deny", manifests.default_deny_ingress(plan), k8s_opts([ns])))
-        for obj in gateway_spec.namespace_guardrails(plan):
+        base.append(k8s.apply("default-deny", namespace_objects.default_deny_ingress(plan), k8s_opts([ns])))
+        for obj in namespace_objects.namespace_guardrails(plan):
             base.append(k8s.apply(obj["metadata"]["name"], obj, k8s_opts([ns])))
-        if manifests.needs_hf_token(plan):
+        if namespace_objects.needs_hf_token(plan):
             if secrets.hf_token is None:
                 raise pulumi.RunError("kaito-aks:hfToken: a gated model needs it; "
                                       "`pulumi config set --secret hfToken hf_...`")
             token = pulumi.Output.secret(secrets.hf_token)
-            base.append(k8s.apply("hf-token", manifests.hf_token_secret(plan, token), k8s_opts([ns])))
+            base.append(k8s.apply("hf-token", namespace_objects.hf_token_secret(plan, token), k8s_opts([ns])))
 
-        gateway_labels = gateway_spec.pod_labels() if plan.settings.gateway_enabled else None
+        gateway_labels = gateway_objects.pod_labels() if plan.settings.gateway_enabled else None
         self.models = {
             name: ModelDeployment(name, plan, name, self.cluster, base, gateway_labels,
                                   opts=pulumi.ResourceOptions(parent=self))
@@ -68,7 +66,7 @@ class KaitoPlatform(pulumi.ComponentResource):
                                    opts=pulumi.ResourceOptions(parent=self))
 
         self.observability: Observability | None = None
-        if observability_spec.enabled(plan.settings):
+        if plan.settings.observability_enabled:
             replicas = [rr for m in self.models.values() for rr in m.replicas]
             self.observability = Observability("observability", ObservabilityArgs(
                 plan=plan, resource_group_name=self.cluster.resource_group_name, cluster_id=self.cluster.cluster_id,
@@ -95,7 +93,7 @@ class KaitoPlatform(pulumi.ComponentResource):
                 # the public path, after the slot's Service (moved to a new Workspace in surge) and the gateway
                 if self.gateway is not None:
                     base = pulumi.Output.from_input(settings.url) if settings.url else self.gateway.url
-                    prefix = gateway_spec.replica_prefix(r.slot)
+                    prefix = nginx.replica_prefix(r.slot)
                     url = base.apply(lambda b, p=prefix: f"{b.rstrip('/')}{p}" if b else None)
                     api_key, deps = self.gateway.first_key, [self.gateway, rr.service, rr.workspace]
                 else:
@@ -122,7 +120,7 @@ class KaitoPlatform(pulumi.ComponentResource):
             replicas = self.plan.replicas_of(name)
             first = replicas[0]
             if self.gateway is not None:
-                prefix = gateway_spec.model_prefix(name)
+                prefix = nginx.model_prefix(name)
                 endpoint = self.gateway.url.apply(lambda u, p=prefix: f"{u}{p}/v1" if u else None)
             else:
                 endpoint = pulumi.Output.all(*[rr.url for rr in model.replicas]).apply(

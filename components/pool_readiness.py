@@ -18,6 +18,8 @@ from typing import Any, Mapping
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
+from infra.node_readiness import PoolExpectation, PoolNotReadyError, wait_until_ready
+
 DEFAULT_TIMEOUT_S = 1800.0
 WATCHED = ("expectation",)             # a new size, count or selector is a new pool: wait again
 OUTPUT_KEYS = ("nodes", "summary")
@@ -61,7 +63,6 @@ class PoolReadinessProvider(ResourceProvider):
         return None
 
     def _wait(self, props: Mapping[str, Any]) -> dict[str, Any]:
-        from infra.node_readiness import PoolExpectation, PoolNotReadyError, wait_until_ready
 
         exp = PoolExpectation.from_dict(props["expectation"])
         list_nodes = _list_nodes_with(str(props["kubeconfig"]), exp.label_selector)

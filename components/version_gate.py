@@ -17,6 +17,8 @@ from typing import Any, Mapping
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
+from infra.version_gate import DEPLOYMENT, NAMESPACE, WORKSPACE_CRD, VersionGateError, running_kaito, wait_for_version
+
 DEFAULT_TIMEOUT_S = 1200.0      # the add-on's controller appears a few minutes after the cluster
 POLL_S = 10.0
 
@@ -27,7 +29,6 @@ def read_running(kubeconfig: str, mode: str):
     from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException
 
-    from infra.version_gate import DEPLOYMENT, NAMESPACE, WORKSPACE_CRD, running_kaito
 
     api_client = config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
     apps, ext = client.AppsV1Api(api_client), client.ApiextensionsV1Api(api_client)
@@ -63,7 +64,6 @@ class KaitoVersionGateProvider(ResourceProvider):
         return None
 
     def _check(self, props: Mapping[str, Any]) -> dict[str, Any]:
-        from infra.version_gate import VersionGateError, wait_for_version
 
         mode, planned = str(props["mode"]), str(props["planned_version"])
         try:

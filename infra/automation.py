@@ -21,7 +21,7 @@ In order, it:
    ``--config``/``--secret-env`` changes applied, and refuses with the plan's lines when it fails (bad settings,
    over budget) or when a secret in the stack file is still the ``REPLACE`` placeholder; then, when the plan has
    the gateway, checks ``kaito-aks:apiKeys`` offline: a ``--secret-env apiKeys=ENV`` value must parse as the
-   gateway parses it (:func:`infra.gateway.parse_api_keys`: a JSON list or comma/newline separated keys of 16+
+   gateway parses it (:func:`infra.api_keys.parse_api_keys`: a JSON list or comma/newline separated keys of 16+
    characters; lines name the entry by index, never a key), and a stack without any apiKeys is refused; an
    encrypted (``secure:``) value in the stack file can't be read offline and is left to the program;
 3. checks the environment: the Pulumi CLI (the Automation API drives it), a backend (``PULUMI_BACKEND_URL``,
@@ -135,7 +135,9 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NoReturn, Protocol, Sequence
 
 from infra import cli_preflight
+from infra.api_keys import ApiKeysError, parse_api_keys
 from infra.errors import MAX_LINE_CHARS, UserError, bounded_line
+from infra.plan import build_plan
 from infra.preflight import Report, read_azure
 from infra.settings import KNOWN_KEYS, PROJECT, PROJECT_DIR, SECRET_KEYS, settings_from_stack_config, stack_file
 from infra.stack_yaml import load_yaml_mapping, parse_yaml_text
@@ -521,7 +523,6 @@ def _config_of(doc: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def offline_plan(request: Request, doc: Mapping[str, Any] | None = None):
     """The plan ``up``/``preview`` would deploy; UserError (exit 2) with the plan's lines when it fails."""
-    from infra.plan import build_plan
 
     stack = request.short_stack
     if doc is None:
@@ -555,7 +556,6 @@ def api_key_problems(request: Request, doc: Mapping[str, Any] | None, plan: Plan
     anything is created rather than when the gateway's turn comes in `pulumi up`. The value of ``--secret-env
     apiKeys=ENV`` is validated as the gateway parses it (lines never quote a key); a ``secure:`` value in the stack
     file can't be decrypted offline and is left to the program (the placeholder is refused by the plan gate)."""
-    from infra.gateway import ApiKeysError, parse_api_keys
 
     if not plan.settings.gateway_enabled:
         return []
@@ -600,7 +600,6 @@ def plan_summary(plan) -> dict | None:
 def best_effort_plan(stack: str, doc: Mapping[str, Any] | None = None):
     """For ``outputs``: the runtimes of the models, when the stack file can still be planned (else None)."""
     try:
-        from infra.plan import build_plan
 
         doc = doc if doc is not None else read_stack_file(stack)
         return build_plan(settings_from_stack_config(stack, _config_of(doc))) if doc is not None else None

@@ -6,6 +6,7 @@ import argparse
 import re
 import sys
 
+from infra import prices
 from infra.catalog import load_catalog
 from infra.catalog_report import TABLES
 from infra.errors import UserError, bounded_repr
@@ -40,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_refresh(args: argparse.Namespace) -> int:
-    from infra import prices
 
     region = args.region
     if region is not None and not prices.REGION_RE.match(region):

@@ -18,6 +18,7 @@ import sys
 from typing import NoReturn
 
 from infra.catalog import load_catalog
+from infra.endpoint import EndpointCheckError, Scrubber, api_key_problem, check_endpoint, summarize
 from infra.errors import MAX_LINE_CHARS, UserError
 
 MAX_ECHO = 40        # characters of a bad argument quoted back
@@ -117,7 +118,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from infra.endpoint import Scrubber
 
     api_key = os.environ.get(args.api_key_env) if args.api_key_env else None
     scrub = Scrubber(api_key, api_key.strip() if api_key else None)
@@ -133,7 +133,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, api_key: str | None) -> int:
-    from infra.endpoint import EndpointCheckError, api_key_problem, check_endpoint, summarize
 
     if args.api_key_env:
         if not api_key:

@@ -14,9 +14,10 @@ import sys
 
 import yaml
 
-from infra import gateway
+from infra import api_keys
 from infra.errors import UserError
 from infra.plan import build_plan
+from infra.render import gateway_objects, nginx
 from infra.settings import load_stack_file
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -46,7 +47,7 @@ def read_keys(var: str) -> list[str]:
     raw = os.environ.get(var)
     if not raw:
         raise UserError("--api-keys-env: that environment variable is not set or empty")
-    return gateway.parse_api_keys(raw)
+    return api_keys.parse_api_keys(raw)
 
 
 def run_secret(args: argparse.Namespace) -> int:
@@ -54,12 +55,12 @@ def run_secret(args: argparse.Namespace) -> int:
     if not plan.settings.gateway_enabled:
         raise UserError(f"gateway-secret: stack {args.stack} has no gateway (gateway.enabled is off), so no keys Secret")
     keys = read_keys(args.api_keys_env)
-    secret = gateway.keys_secret_from_setting(plan, json.dumps(keys))
+    secret = gateway_objects.keys_secret_from_setting(plan, json.dumps(keys))
     sys.stdout.write(yaml.safe_dump(secret, sort_keys=False))
     patch = json.dumps({"spec": {"template": {"metadata": {
-        "annotations": gateway.rollout_annotations(gateway.render_keys_map(keys))}}}})
+        "annotations": gateway_objects.rollout_annotations(nginx.render_keys_map(keys))}}}})
     print(f"nginx reads the keys at start: after applying a changed Secret, roll the gateway: kubectl -n "
-          f"{plan.settings.namespace} patch deployment {gateway.NAME} -p '{patch}'", file=sys.stderr)
+          f"{plan.settings.namespace} patch deployment {gateway_objects.NAME} -p '{patch}'", file=sys.stderr)
     return 0
 
 

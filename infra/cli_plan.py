@@ -9,6 +9,7 @@ import sys
 from infra import names
 from infra.errors import UserError
 from infra.plan import HOURS_PER_MONTH, Plan, build_plan
+from infra.render.stack_objects import write_manifests
 from infra.settings import load_stack_file
 
 
@@ -25,7 +26,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     plan = build_plan(load_stack_file(args.stack, args.file))
     if args.manifests:
-        from infra.manifests import write_manifests
 
         try:
             written = write_manifests(plan, pathlib.Path(args.manifests))

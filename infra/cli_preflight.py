@@ -17,7 +17,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from infra.errors import UserError, bounded_repr
+from infra.plan import build_plan
 from infra.preflight import PUBLIC_ARM, AzureFacts, Report, azure_error_line, decide, needs_from_plan, read_azure
+from infra.settings import load_stack_file, stack_file
+from infra.stack_yaml import load_yaml_mapping
 
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 SUBSCRIPTION_ENV = ("AZURE_SUBSCRIPTION_ID", "ARM_SUBSCRIPTION_ID")
@@ -41,8 +44,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from infra.plan import build_plan
-    from infra.settings import load_stack_file
 
     plan = build_plan(load_stack_file(args.stack, args.file))
     subscription = resolve_subscription(args.subscription, os.environ, _stack_config(args.stack, args.file))
@@ -153,8 +154,6 @@ def _oidc_assertion(env: Mapping[str, str]) -> Callable[[], str] | None:
 
 
 def _stack_config(stack: str, path: str | None) -> Mapping[str, Any]:
-    from infra.settings import stack_file
-    from infra.stack_yaml import load_yaml_mapping
 
     try:
         doc = load_yaml_mapping(stack_file(stack, path))

@@ -1,7 +1,7 @@
 """Settings + catalogs + sizing -> the Plan: every model replica, its Azure size, nodes, cost and why.
 
 The Plan is a plain, frozen data object. ``python -m infra plan`` prints it; ``__main__.py`` (the Pulumi
-program) deploys exactly it; ``infra.manifests`` turns it into Kubernetes objects. Every check that needs the
+program) deploys exactly it; ``infra.render`` turns it into Kubernetes objects. Every check that needs the
 KAITO version's rules runs here, and every problem becomes one line naming the stack setting and the fix.
 """
 from __future__ import annotations
@@ -13,10 +13,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from infra.catalog import Catalog, KaitoRelease, ModelFacts, UnknownKaitoVersion, load_catalog
 from infra import names, prices
+from infra.catalog import Catalog, KaitoRelease, ModelFacts, UnknownKaitoVersion, load_catalog
 from infra.errors import UserError
-from infra.models import Resolution, ResolveError, ResolvedModel, resolve
+from infra.models import Resolution, ResolvedModel, ResolveError, resolve
 from infra.settings import PROJECT, ModelSettings, Settings
 from infra.sizing import Decision, Option, SizingError, SizingRequest, check_explicit, choose
 

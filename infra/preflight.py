@@ -32,6 +32,11 @@ from typing import Any
 
 import yaml
 
+from infra.catalog import load_catalog
+from infra.plan import GPU_POOL_UPGRADE
+from infra.render.azure_args import SYSTEM_POOL
+from infra.settings import PROJECT
+
 QUOTA_FAMILIES_FILE = pathlib.Path(__file__).resolve().parent / "catalog" / "azure_quota_families.yaml"
 REGIONAL_CORES = "cores"                  # usages: "Total Regional vCPUs" (every regular VM in the region)
 SPOT_CORES = "lowPriorityCores"           # usages: "Total Regional Low-priority vCPUs" (spot VMs, every family)
@@ -110,10 +115,6 @@ def needs_from_plan(plan, gpu_pool_upgrade: Mapping[str, str] | None = None) -> 
     identity hash) beside the old one, which stays in Azure's ``currentValue`` until `pulumi up` deletes it. Run
     before each `up`, preflight therefore asks for exactly what that `up` creates; the headroom a later surge rollout
     will need is a warning line."""
-    from infra.azure_spec import SYSTEM_POOL
-    from infra.catalog import load_catalog
-    from infra.plan import GPU_POOL_UPGRADE
-    from infra.settings import PROJECT
 
     upgrade = GPU_POOL_UPGRADE if gpu_pool_upgrade is None else gpu_pool_upgrade
     catalog = load_catalog()

@@ -514,6 +514,19 @@ class Settings(_Settings):
     def gateway_enabled(self) -> bool:
         return self.gateway.enabled if self.gateway.enabled is not None else self.is_production
 
+    @property
+    def observability_enabled(self) -> bool:
+        """Monitoring is on when the stack says so; by default in production."""
+        return self.observability.enabled if self.observability.enabled is not None else self.is_production
+
+    @property
+    def grafana_enabled(self) -> bool:
+        return self.observability_enabled and self.observability.grafana.enabled
+
+    @property
+    def alerts_enabled(self) -> bool:
+        return self.observability_enabled and self.observability.alerts.enabled
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Loading: a stack file offline, pulumi.Config online, one validation path.

@@ -41,7 +41,7 @@ HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 AGENT_POOL = re.compile(r"^azure-native:containerservice(/v[0-9a-z]+)?:AgentPool$")
 MANAGED_CLUSTER = re.compile(r"^azure-native:containerservice(/v[0-9a-z]+)?:ManagedCluster$")
 
-GATEWAY_NAME = "kaito-gateway"                  # infra/gateway.py NAME: Service name and app.kubernetes.io/name
+GATEWAY_NAME = "kaito-gateway"                  # infra/render/gateway_objects.py NAME: Service name and app.kubernetes.io/name
 AZURE_INTERNAL_LB = "service.beta.kubernetes.io/azure-load-balancer-internal"
 SOURCE_RANGES_ANNOTATION = "service.beta.kubernetes.io/load-balancer-source-ranges"   # honoured like the spec field
 GPU_VM_SIZE = re.compile(r"^standard_n", re.IGNORECASE)                             # NC, ND, NV, NG, NCC families
@@ -280,7 +280,7 @@ gpu_pools_tainted = ResourceValidationPolicy(
 # ---------------------------------------------------------------------------------------------------------
 # 4. Workspaces are waited on and replaced on immutable changes
 
-IDENTITY_ANNOTATION = "kaito-aks/identity"   # infra.manifests.IDENTITY_ANNOTATION (the pack runs without infra/)
+IDENTITY_ANNOTATION = "kaito-aks/identity"   # infra.render.common.IDENTITY_ANNOTATION (the pack runs without infra/)
 SURGE_HASH_CHARS = 6                          # infra.names.SURGE_HASH_CHARS
 
 def validate_workspace_lifecycle(args: ResourceValidationArgs, report: ReportViolation) -> None:

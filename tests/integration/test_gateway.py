@@ -18,7 +18,8 @@ import pytest
 import requests
 
 from infra.endpoint import check_endpoint
-from infra.gateway import GatewayLimits, Route, key_id
+from infra.api_keys import key_id
+from infra.render.nginx import GatewayLimits, Route
 from tests.servers.nginx import NginxGateway, nginx_available
 from tests.servers.required import unavailable
 from tests.servers.vllm import MAKE_TINY_MODEL, REPO, ServerUnavailable, VllmRuntime, VllmServer
@@ -288,7 +289,7 @@ def upstream_of(gw: NginxGateway, path: str) -> str:
 
 
 def test_a_stream_in_flight_survives_a_gateway_pod_roll_and_new_requests_reach_the_new_upstream(replicas):
-    from infra.gateway import drain_command
+    from infra.render.gateway_objects import drain_command
 
     old_routes, _ = routes(replicas[:1])
     new_routes, _ = routes(replicas[1:])

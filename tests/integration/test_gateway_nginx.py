@@ -14,7 +14,8 @@ import time
 
 import pytest
 
-from infra.gateway import GatewayLimits, Route, key_id
+from infra.api_keys import key_id
+from infra.render.nginx import GatewayLimits, Route
 from tests.servers.nginx import NginxGateway, nginx_available
 from tests.servers.nginx_upstream import EchoUpstream, SilentUpstream, dead_address
 from tests.servers.required import unavailable

@@ -15,7 +15,7 @@ import pulumi
 import pytest
 
 from harness import Mocks, RecordingMonitor, expected_plan
-from infra import observability as obs
+from infra.render import monitoring
 
 CLUSTER_ID = "/subscriptions/0000/resourceGroups/rg-kaito-prod/providers/Microsoft.ContainerService/managedClusters/kaito-prod"
 AMW = "azure-native:monitor:AzureMonitorWorkspace"
@@ -74,7 +74,7 @@ def prod():
 
 def test_the_azure_side_of_managed_prometheus(prod):
     run, plan = prod
-    names = obs.names(plan)
+    names = monitoring.names(plan)
     amw = run.one(AMW)
     assert amw.inputs["azureMonitorWorkspaceName"] == names["workspace"]
     assert run.one(DCE).inputs["dataCollectionEndpointName"] == names["dce"]
@@ -92,8 +92,8 @@ def test_alert_rules_become_one_azure_rule_group(prod):
     run, plan = prod
     group = run.one(RULES).inputs
     assert group["scopes"] == ["obs-amw-id", CLUSTER_ID] and group["clusterName"] == plan.settings.cluster_name
-    assert [r["alert"] for r in group["rules"]] == [r.name for r in obs.alert_rules(plan)]
-    for rule, expected in zip(group["rules"], obs.alert_rules(plan)):
+    assert [r["alert"] for r in group["rules"]] == [r.name for r in monitoring.alert_rules(plan)]
+    for rule, expected in zip(group["rules"], monitoring.alert_rules(plan)):
         assert rule["expression"] == expected.expr
         assert rule["for"] == f"PT{expected.for_minutes}M"          # `for_` in Python, `for` on the wire
         assert "actions" not in rule                                 # Pulumi.prod.yaml names no receivers
@@ -104,7 +104,7 @@ def test_alert_rules_become_one_azure_rule_group(prod):
 def test_grafana_linked_to_the_workspace_with_its_roles(prod):
     run, plan = prod
     grafana = run.one(GRAFANA).inputs
-    assert grafana["workspaceName"] == obs.names(plan)["grafana"] and grafana["sku"] == {"name": "Standard"}
+    assert grafana["workspaceName"] == monitoring.names(plan)["grafana"] and grafana["sku"] == {"name": "Standard"}
     assert grafana["identity"] == {"type": "SystemAssigned"}
     assert grafana["properties"]["grafanaIntegrations"]["azureMonitorWorkspaceIntegrations"] == [
         {"azureMonitorWorkspaceResourceId": "obs-amw-id"}]
@@ -113,11 +113,11 @@ def test_grafana_linked_to_the_workspace_with_its_roles(prod):
     reader = roles["obs-grafana-reads-amw"]
     assert reader["scope"] == "obs-amw-id" and reader["principalType"] == "ServicePrincipal"
     assert reader["roleDefinitionId"] == ("/subscriptions/0000/providers/Microsoft.Authorization/roleDefinitions/"
-                                          f"{obs.MONITORING_DATA_READER}")
+                                          f"{monitoring.MONITORING_DATA_READER}")
     deployer = roles["obs-grafana-admin-deployer"]
     assert deployer["principalId"] == "o" and deployer["scope"] == "obs-grafana-id"      # getClientConfig's
     (board,) = [r for r in run.resources if r.typ.startswith("pulumi-python:dynamic") and r.name == "obs-dashboard"]
-    assert json.loads(board.inputs["dashboard"]) == json.loads(json.dumps(obs.dashboard(plan), sort_keys=True))
+    assert json.loads(board.inputs["dashboard"]) == json.loads(json.dumps(monitoring.dashboard(plan), sort_keys=True))
     role_urns = {r.urn for r in run.of_type(ROLE)}
     assert role_urns <= board.dependencies                  # uploaded only once its uploader is a Grafana Admin
 
@@ -210,15 +210,15 @@ def test_dashboard_provider_uploads_overwrites_and_deletes(monkeypatch):
     monkeypatch.setenv(TOKEN_ENV, "entra-token")
     try:
         provider = GrafanaDashboardProvider()
-        props = {"endpoint": grafana.url, "dashboard": json.dumps(obs.dashboard(plan))}
+        props = {"endpoint": grafana.url, "dashboard": json.dumps(monitoring.dashboard(plan))}
         created = provider.create(props)
         assert created.id == "kaito-aks" and created.outs["url"] == f"{grafana.url}/d/kaito-aks/kaito-aks"
         method, path, body, auth = grafana.calls[0]
         assert (method, path, auth) == ("POST", "/api/dashboards/db", "Bearer entra-token")
         assert body["overwrite"] is True and body["dashboard"]["id"] is None
-        assert body["dashboard"]["panels"] == obs.dashboard(plan)["panels"]
+        assert body["dashboard"]["panels"] == monitoring.dashboard(plan)["panels"]
         assert not provider.diff("kaito-aks", created.outs, {**props}).changes
-        changed = {**props, "dashboard": json.dumps({**obs.dashboard(plan), "title": "x"})}
+        changed = {**props, "dashboard": json.dumps({**monitoring.dashboard(plan), "title": "x"})}
         assert provider.diff("kaito-aks", created.outs, changed).changes
         provider.delete("kaito-aks", created.outs)
         assert grafana.calls[-1][:2] == ("DELETE", "/api/dashboards/uid/kaito-aks")

@@ -63,7 +63,7 @@ def test_one_gpu_pool_per_replica_as_planned(variant):
     assert sorted(pools) == sorted(r.pool_name for r in ours)
     # KAITO 0.7 reuses no pre-created pool: it provisions the nodes, and a pool of ours would be paid for twice
     assert (len(ours) == len(plan.replicas)) is plan.release.reuses_pre_created_nodes or plan.kaito_mode == "helm"
-    gate = f"cluster-kaito-version"
+    gate = "cluster-kaito-version"
     for r in ours:
         assert gate in {d._name for d in run.opts(POOL, f"{r.pool_name}-pool").depends_on}
         pool = pools[r.pool_name].inputs

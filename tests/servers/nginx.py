@@ -1,6 +1,6 @@
 """Run the gateway's generated nginx configuration under a real nginx (Debian's package) on 127.0.0.1.
 
-The configuration is ``infra.gateway.render_nginx_conf`` itself, with only the machine-specific paths and
+The configuration is ``infra.render.nginx.render_nginx_conf`` itself, with only the machine-specific paths and
 listen addresses filled in: what the tests exercise is what the cluster runs. ``KAITO_AKS_NGINX`` names another
 nginx binary (e.g. a build of the image's version, 1.28) to run the same tests under.
 """
@@ -15,7 +15,7 @@ import tempfile
 import time
 import urllib.request
 
-from infra.gateway import GatewayLimits, Route, render_keys_map, render_nginx_conf
+from infra.render.nginx import GatewayLimits, Route, render_keys_map, render_nginx_conf
 from tests.servers.vllm import ServerUnavailable, free_port
 
 NGINX = os.environ.get("KAITO_AKS_NGINX") or shutil.which("nginx") or "/usr/sbin/nginx"

@@ -30,7 +30,8 @@ import urllib.request
 
 import yaml
 
-from infra.gateway import MTAIL_PROGRAM, MTAIL_PROGRAM_FILE
+from infra.render.gateway_objects import MTAIL_PROGRAM_FILE
+from infra.render.nginx import MTAIL_PROGRAM
 from tests.servers.nginx import NginxGateway
 from tests.servers.vllm import ServerUnavailable, free_port
 
@@ -195,7 +196,7 @@ class NginxExporter(_Process):
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 20) -> "NginxExporter":
-        # the same flags as the pod's sidecar (infra/gateway.py metrics_containers), on loopback
+        # the same flags as the pod's sidecar (infra/render/gateway_objects.py metrics_containers), on loopback
         self._spawn([NGINX_EXPORTER, f"--nginx.scrape-uri={self.status_url}",
                      f"--web.listen-address={self.address}"])
         _wait_http(f"http://{self.address}/metrics", timeout_s, self.proc, "nginx exporter", self.log)
@@ -251,7 +252,7 @@ class MetricsGateway(NginxGateway):
         super().__init__(routes, replica_routes, keys, limits)
 
     def write(self, keys: list[str]) -> None:
-        from infra.gateway import render_keys_map, render_nginx_conf
+        from infra.render.nginx import render_keys_map, render_nginx_conf
 
         self.keys_path.write_text(render_keys_map(keys))
         self.conf_path.write_text(render_nginx_conf(

@@ -8,7 +8,7 @@ import sys
 
 import yaml
 
-from infra.gateway import render_keys_map
+from infra.render.nginx import render_keys_map
 
 KEYS = ["sk-cli-test-key-aaaa-0001", "sk-cli-test-key-bbbb-0002"]
 

@@ -19,7 +19,7 @@ SKUS = ["NC4as_T4_v3", "NC8as_T4_v3", "NC16as_T4_v3", "NC64as_T4_v3", "NC6s_v3",
         "NV36ads_A10_v5", "NV72ads_A10_v5", "NC24ads_A100_v4", "NC48ads_A100_v4", "NC96ads_A100_v4",
         "ND96amsr_A100_v4", "NC40ads_H100_v5", "NC80adis_H100_v5", "ND96isr_H100_v5"]
 
-# Part D (KAITO 0.6): per SKU (in SKUS order): "count/nodes/mml/$ result", result in OK, MULTI, NOFIT, IDLE, REJ.
+# KAITO 0.6 (docs/kaito-sizing.md#kaito-06-add-on-count-pods-and-price-per-sku): per SKU (in SKUS order): "count/nodes/mml/$ result", result in OK, MULTI, NOFIT, IDLE, REJ.
 D = {
     "phi-2": "1/1/n/0.526 OK|1/1/n/0.752 OK|1/1/n/1.204 OK|1/1/y/4.352 OK|1/1/n/3.06 OK|1/1/y/6.12 OK|1/1/y/12.24 OK|"
              "1/1/n/3.2 OK|1/1/n/6.52 OK|1/1/n/3.673 OK|1/1/n/7.346 OK|1/1/n/14.692 OK|1/1/n/32.77 OK|1/1/n/6.98 OK|"
@@ -46,7 +46,7 @@ D_CASES = [(preset, sku, cell) for preset, row in D.items() for sku, cell in zip
 
 
 @pytest.mark.parametrize("preset,sku,cell", D_CASES, ids=[f"{p}-{s}" for p, s, _ in D_CASES])
-def test_part_d_kaito_0_6_admission_and_placement(preset, sku, cell):
+def test_kaito_0_6_admits_and_places_each_model_on_each_size_as_documented(preset, sku, cell):
     placement = kaito_v06_placement(V06.presets[preset], V06.kaito_sku(f"Standard_{sku}"), "vllm")
     if cell == "REJ":
         assert not placement.accepted and "per GPU" in placement.why
@@ -62,7 +62,7 @@ def test_part_d_kaito_0_6_admission_and_placement(preset, sku, cell):
     assert (placement.count > placement.pods) is (result == "IDLE")
 
 
-def test_part_d_mistral_on_one_16_gib_gpu_is_accepted_but_does_not_fit():
+def test_mistral_on_one_16_gib_gpu_is_admitted_by_kaito_0_6_but_does_not_fit():
     """The TIGHT note: KAITO 0.6 accepts mistral-7b on one T4, but vLLM has no room for its KV cache."""
     model = resolve("mistral-7b-instruct", V06, CAT)
     for sku in ("Standard_NC4as_T4_v3", "Standard_NC8as_T4_v3", "Standard_NC16as_T4_v3"):
@@ -71,7 +71,7 @@ def test_part_d_mistral_on_one_16_gib_gpu_is_accepted_but_does_not_fit():
         assert not option.feasible and "vLLM can't run it" in option.why
 
 
-# Part E (KAITO 0.12, SKU table, sizing context 2048): targetNodeCount and parallelism per SKU (E table order).
+# KAITO 0.12 (docs/kaito-sizing.md#kaito-012-target-node-count-per-sku; SKU table, sizing context 2048): targetNodeCount and parallelism per SKU (that table's order).
 E_SKUS = ["NV36ads_A10_v5", "NV72ads_A10_v5", "NC24ads_A100_v4", "NC48ads_A100_v4", "NC96ads_A100_v4",
           "ND96amsr_A100_v4", "NC40ads_H100_v5", "NC80adis_H100_v5", "ND96isr_H100_v5"]
 E = {
@@ -86,7 +86,7 @@ E_CASES = [(preset, sku, cell) for preset, row in E.items() for sku, cell in zip
 
 @pytest.mark.parametrize("memory_source", ["sku-table", "node-labels"])
 @pytest.mark.parametrize("preset,sku,cell", E_CASES, ids=[f"{p}-{s}" for p, s, _ in E_CASES])
-def test_part_e_kaito_0_12_node_estimator(preset, sku, cell, memory_source):
+def test_kaito_0_12_estimator_node_counts_and_parallelism_per_size(preset, sku, cell, memory_source):
     """Same node counts from KAITO's SKU table and from the GFD memory labels kaito-aks's BYO nodes report."""
     nodes, parallelism = cell.split(" ")
     size = CAT.sizes[f"Standard_{sku}"]
@@ -139,19 +139,19 @@ def test_a10_is_sized_at_kaitos_a10_utilization_and_refused_where_kaitos_count_w
 
 @pytest.mark.parametrize("preset,sku", [("llama-3.3-70b-instruct", "Standard_NC96ads_A100_v4"),
                                         ("llama-3.1-8b-instruct", "Standard_NC24ads_A100_v4")])
-def test_part_e_one_node_for_every_context(preset, sku):
+def test_one_node_for_every_context(preset, sku):
     model = resolve(preset, V012, CAT)
     option = evaluate(SizingRequest(model, "vllm", V012, max_model_len=131072), CAT.sizes[sku])
     assert option.nodes == 1
 
 
-def test_part_e_mistral_at_its_context_limit_needs_an_a100():
+def test_mistral_at_its_context_limit_needs_an_a100():
     model = resolve("mistral-7b-instruct", V012, CAT)
     decision = choose(SizingRequest(model, "vllm", V012, max_model_len=32768), CAT)
     assert (decision.chosen.instance_type, decision.chosen.nodes) == ("Standard_NC24ads_A100_v4", 1)
 
 
-# Part F1: the cheapest configuration per model and version, as infra.sizing.choose picks it.
+# The cheapest (docs/kaito-sizing.md#cheapest-configuration-per-model): configuration per model and version, as infra.sizing.choose picks it.
 F1 = [
     ("0.6.0", "phi-2", "Standard_NC4as_T4_v3", 1, 0.526),
     ("0.6.0", "phi-3-mini-4k-instruct", "Standard_NC4as_T4_v3", 1, 0.526),
@@ -173,14 +173,14 @@ F1_CASES = [(*case, "sku-table") for case in F1] + [(*case, "node-labels") for c
 
 
 @pytest.mark.parametrize("version,preset,sku,nodes,price,memory_source", F1_CASES)
-def test_part_f1_cheapest(version, preset, sku, nodes, price, memory_source):
+def test_cheapest_configuration_per_model_and_version(version, preset, sku, nodes, price, memory_source):
     release = CAT.release(version)
     decision = choose(SizingRequest(resolve(preset, release, CAT), "vllm", release, memory_source=memory_source), CAT)
     assert (decision.chosen.instance_type, decision.chosen.nodes) == (sku, nodes)
     assert decision.chosen.usd_per_hour == pytest.approx(price)
 
 
-def test_part_f1_llama_8b_on_two_t4s_writes_a_max_model_len_that_fits():
+def test_llama_8b_on_two_t4s_writes_a_max_model_len_that_fits():
     """0.6 demands max-model-len for count > 1; kaito-aks writes the largest that fits the 2 T4 nodes."""
     decision = choose(SizingRequest(resolve("llama-3.1-8b-instruct", V06, CAT), "vllm", V06), CAT)
     assert decision.chosen.max_model_len_required and decision.max_model_len >= 2048
@@ -189,14 +189,14 @@ def test_part_f1_llama_8b_on_two_t4s_writes_a_max_model_len_that_fits():
     assert not evaluate(too_long, CAT.sizes["Standard_NC4as_T4_v3"]).feasible
 
 
-# Part B7: KAITO 0.12 in BYO mode sizes from the GFD memory label, rounded half-up per GPU.
+# KAITO 0.12 in BYO mode sizes from the GFD memory label, rounded half-up per GPU.
 B7 = {22: [1, 2, 1, 5, 10], 23: [1, 1, 1, 4, 9], 24: [1, 1, 1, 4, 9]}
 B7_MODELS = ["phi-3-mini-4k-instruct", "llama-3.1-8b-instruct", "mistral-7b-instruct",
              "qwen2.5-coder-32b-instruct", "llama-3.3-70b-instruct"]
 
 
 @pytest.mark.parametrize("gib,expected", B7.items())
-def test_part_b7_byo_rounding(gib, expected):
+def test_byo_gpu_memory_is_rounded_half_up_per_gpu(gib, expected):
     got = [estimator_nodes(resolve(m, V012, CAT).facts, gib, 1, 2048, V012.estimator) for m in B7_MODELS]
     assert got == expected
 

@@ -5,9 +5,9 @@ Pure functions of the Plan; ``components/`` passes them to pulumi-azure-native /
 """
 from __future__ import annotations
 
-from infra.manifests import GPU_TAINT
-from infra import observability
 from infra.plan import GPU_POOL_UPGRADE, Plan, ReplicaPlan
+from infra.render import monitoring
+from infra.render.common import GPU_TAINT
 
 KAITO_CHART = "workspace"
 KAITO_CHART_REPO = "https://kaito-project.github.io/kaito/charts/kaito"
@@ -62,7 +62,7 @@ def managed_cluster_args(plan: Plan) -> dict:
         args["aad_profile"] = {"managed": True, "enable_azure_rbac": True,
                                "admin_group_object_ids": list(c.admin_group_object_ids)}
         args["disable_local_accounts"] = True
-    profile = observability.azure_monitor_profile(plan)
+    profile = monitoring.azure_monitor_profile(plan)
     if profile is not None:
         args["azure_monitor_profile"] = profile
     return args

@@ -1,29 +1,27 @@
-"""The Plan as Kubernetes objects: plain dicts, shared by the Pulumi components and `plan --manifests`.
+"""One model replica as Kubernetes objects: its inference ConfigMap, Workspace, endpoint Service, NetworkPolicy.
 
 Nothing here talks to a cluster or to Pulumi. Secret *values* are parameters (a Pulumi secret Output inside
 ``pulumi up``, a ``${VAR}`` placeholder for the YAML export), so the same functions serve both paths.
 """
 from __future__ import annotations
 
-import pathlib
-import re
 from typing import Any
 
 import yaml
 
-from infra import names, observability
-from infra.plan import Plan, ReplicaPlan, load_balancer_dns_label
-
-KAITO_API_VERSION = "kaito.sh/v1beta1"
-INFERENCE_PORT = 5000               # KAITO's inference server (PortInferenceServer)
-SERVICE_PORT = 80
-HF_TOKEN_SECRET = "hf-token"        # Secret with key HF_TOKEN, referenced by presetOptions.modelAccessSecret
-MANAGED_BY = {"app.kubernetes.io/managed-by": "kaito-aks"}
-GPU_TAINT = "sku=gpu:NoSchedule"    # the taint KAITO's inference pods tolerate (and KAITO puts on its own nodes)
-AZURE_INTERNAL_LB = "service.beta.kubernetes.io/azure-load-balancer-internal"
-AZURE_DNS_LABEL = "service.beta.kubernetes.io/azure-dns-label-name"
-IDENTITY_ANNOTATION = "kaito-aks/identity"
-PRIVATE_RANGES = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+from infra import names
+from infra.plan import Plan, ReplicaPlan
+from infra.render.common import (
+    HF_TOKEN_SECRET,
+    IDENTITY_ANNOTATION,
+    INFERENCE_PORT,
+    KAITO_API_VERSION,
+    MANAGED_BY,
+    SERVICE_PORT,
+    allowed_source_ranges,
+    load_balancer_annotations,
+    load_balancer_spec,
+)
 
 
 def config_map_name(r: ReplicaPlan) -> str:
@@ -54,31 +52,6 @@ def inference_pod_target(r: ReplicaPlan) -> dict[str, Any]:
     leader = inference_pod_selector(r).get("statefulset.kubernetes.io/pod-name")
     return {"namespace": r.namespace, "selector": {"kaito.sh/workspace": r.workspace}, "pod": leader,
             "port": INFERENCE_PORT, "label": r.workspace}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Objects
-
-def namespace(plan: Plan) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Namespace",
-        "metadata": {"name": plan.settings.namespace, "labels": {**MANAGED_BY}},
-    }
-
-
-def hf_token_secret(plan: Plan, token: Any) -> dict:
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": HF_TOKEN_SECRET, "namespace": plan.settings.namespace, "labels": {**MANAGED_BY}},
-        "type": "Opaque",
-        "stringData": {"HF_TOKEN": token},
-    }
-
-
-def needs_hf_token(plan: Plan) -> bool:
-    return any(r.reference_hf_token for r in plan.replicas)
 
 
 def inference_config_map(r: ReplicaPlan) -> dict | None:
@@ -158,44 +131,6 @@ def endpoint_service(r: ReplicaPlan, plan: Plan) -> dict:
     }
 
 
-def load_balancer_spec(plan: Plan) -> dict:
-    spec: dict[str, Any] = {"type": "LoadBalancer", "externalTrafficPolicy": "Local"}  # keep client IPs
-    ranges = allowed_source_ranges(plan)
-    if ranges:
-        spec["loadBalancerSourceRanges"] = list(ranges)
-    return spec
-
-
-def load_balancer_annotations(plan: Plan, suffix: str) -> dict[str, str]:
-    access = plan.settings.access
-    annotations = {}
-    if access.internal:
-        annotations[AZURE_INTERNAL_LB] = "true"
-    if access.dns_label:
-        # the plan has checked that every label fits (no truncation here: two replicas must never share one)
-        annotations[AZURE_DNS_LABEL] = load_balancer_dns_label(access.dns_label, suffix or None)
-    return annotations
-
-
-def allowed_source_ranges(plan: Plan) -> tuple[str, ...]:
-    """Client CIDRs that may reach an endpoint; empty means 'any' (only when the stack says so)."""
-    access = plan.settings.access
-    if access.source_ranges:
-        return tuple(access.source_ranges)
-    if access.internal:
-        return PRIVATE_RANGES
-    return ()
-
-
-def default_deny_ingress(plan: Plan) -> dict:
-    return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": "default-deny-ingress", "namespace": plan.settings.namespace, "labels": {**MANAGED_BY}},
-        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]},
-    }
-
-
 def inference_network_policy(r: ReplicaPlan, plan: Plan, gateway_pod_labels: dict[str, str] | None) -> dict:
     """Inference pods accept: their own Workspace's pods (multi-node Ray), and the gateway or the client ranges."""
     peers: list[dict[str, Any]] = [{"podSelector": {"matchLabels": {"kaito.sh/workspace": r.workspace}}}]
@@ -217,51 +152,7 @@ def inference_network_policy(r: ReplicaPlan, plan: Plan, gateway_pod_labels: dic
     }
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Everything, in apply order
-
 def model_objects(r: ReplicaPlan, plan: Plan, gateway_pod_labels: dict[str, str] | None) -> list[dict]:
     objects = [inference_config_map(r), workspace(r), endpoint_service(r, plan),
                inference_network_policy(r, plan, gateway_pod_labels)]
     return [o for o in objects if o is not None]
-
-
-def all_objects(plan: Plan, hf_token: Any = "${HF_TOKEN}", api_keys: Any = None) -> list[dict]:
-    """Every Kubernetes object of the stack, in apply order. Without ``api_keys`` (a rendered keys map) the
-    gateway's keys Secret is left out: `python -m infra gateway-secret` renders it from the real keys."""
-    from infra import gateway  # the gateway's objects come from its own module
-
-    gateway_labels = gateway.pod_labels() if plan.settings.gateway_enabled else None
-    objects = [namespace(plan), default_deny_ingress(plan), *gateway.namespace_guardrails(plan)]
-    if needs_hf_token(plan):
-        objects.append(hf_token_secret(plan, hf_token))
-    for r in plan.replicas:
-        objects.extend(model_objects(r, plan, gateway_labels))
-    if plan.settings.gateway_enabled:
-        objects.extend(gateway.objects(plan, api_keys))
-    objects.extend(observability.kubernetes_objects(plan))
-    return objects
-
-
-def file_name(obj: dict) -> str:
-    meta = obj["metadata"]
-    kind = re.sub(r"(?<!^)(?=[A-Z])", "-", obj["kind"]).lower()
-    ns = meta.get("namespace")
-    return f"{kind}-{ns + '-' if ns else ''}{meta['name']}.yaml"
-
-
-def write_manifests(plan: Plan, directory: pathlib.Path) -> list[pathlib.Path]:
-    """One YAML file per object, numbered in apply order (`kubectl apply -f DIR` applies them in that order).
-
-    The HF token Secret carries a ``${HF_TOKEN}`` placeholder: fill it with e.g. ``envsubst < NN-secret-....yaml |
-    kubectl apply -f -`` or your secret store; never commit the value. The gateway's keys Secret is not written:
-    ``python -m infra gateway-secret --stack S --api-keys-env VAR | kubectl apply -f -`` renders it.
-    """
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for index, obj in enumerate(all_objects(plan), start=1):
-        path = directory / f"{index:02d}-{file_name(obj)}"
-        path.write_text(yaml.safe_dump(obj, sort_keys=False))
-        written.append(path)
-    written.extend(observability.write_files(plan, directory))   # DIR/observability/*.json|yml (not kubectl-applied)
-    return written

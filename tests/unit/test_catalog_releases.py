@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra import azure_spec, manifests
+from infra.render import azure_args, model_objects
 from infra.catalog import UnknownKaitoVersion, load_catalog
 from infra.errors import UserError
 from infra.models import ResolveError, resolve
@@ -123,10 +123,10 @@ def test_0_7_to_0_10_refuse_to_spread_a_preset_that_is_not_distributed():
 def test_0_6_sizes_by_count_and_0_7_by_the_estimator():
     six = plan({"name": "m", "model": "llama-3.1-8b-instruct", "instanceType": "Standard_NC4as_T4_v3"},
                version="0.6.0").replicas[0]
-    assert (six.nodes, six.kaito_count) == (2, 2) and manifests.workspace(six)["resource"]["count"] == 2
+    assert (six.nodes, six.kaito_count) == (2, 2) and model_objects.workspace(six)["resource"]["count"] == 2
     seven = plan({"name": "m", "model": "llama-3.1-8b-instruct", "instanceType": "Standard_NC4as_T4_v3"},
                  version="0.7.2").replicas[0]
-    assert seven.kaito_count is None and "count" not in manifests.workspace(seven)["resource"]
+    assert seven.kaito_count is None and "count" not in model_objects.workspace(seven)["resource"]
 
 
 # --- nodes, spot, transformers, the Helm path ---------------------------------------------------------------
@@ -158,9 +158,9 @@ def test_the_helm_path_needs_bring_your_own_nodes_sized_from_gpu_labels():
     assert ("KAITO 0.9.4 doesn't support correctly; use one of 0.10.0, 0.11.0, 0.12.0"
             in refused(model, mode="helm", version="0.9.4"))
     ten = plan(model, mode="helm", version="0.10.0")
-    values = azure_spec.kaito_chart_values(ten)
+    values = azure_args.kaito_chart_values(ten)
     assert values["featureGates"] == {"disableNodeAutoProvisioning": True} and "nodeProvisioner" not in values
-    eleven = azure_spec.kaito_chart_values(plan(model, mode="helm", version="0.11.0"))
+    eleven = azure_args.kaito_chart_values(plan(model, mode="helm", version="0.11.0"))
     assert eleven["nodeProvisioner"] == "byo"
 
 

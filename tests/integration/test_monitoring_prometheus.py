@@ -26,10 +26,9 @@ import urllib.request
 import pytest
 import yaml
 
-from infra import gateway as gw
-from infra import manifests
-from infra import observability as obs
-from infra.gateway import GatewayLimits, Route, key_id
+from infra.render import gateway_objects, model_objects, monitoring, nginx
+from infra.api_keys import key_id
+from infra.render.nginx import GatewayLimits, Route
 from infra.plan import build_plan
 from infra.settings import settings_from_config
 from tests.servers.nginx import nginx_available
@@ -74,9 +73,9 @@ def stack_plan(**alerts):
 
 
 PLAN = stack_plan()
-BOARD = obs.dashboard(PLAN, VLLM_VERSION)
-QUERIES = obs.dashboard_queries(BOARD)
-RULES = obs.alert_rules(PLAN, VLLM_VERSION)
+BOARD = monitoring.dashboard(PLAN, VLLM_VERSION)
+QUERIES = monitoring.dashboard_queries(BOARD)
+RULES = monitoring.alert_rules(PLAN, VLLM_VERSION)
 
 
 def families(expr: str) -> set[str]:
@@ -86,11 +85,11 @@ def families(expr: str) -> set[str]:
 def model_scrape_config(r) -> dict:
     """A replica's target as Kubernetes discovery of its endpoint Service gives it, with the ServiceMonitor's
     relabelings (the labels come from the Service object kaito-aks writes)."""
-    service = manifests.endpoint_service(r, PLAN)
-    (monitor,) = [o for o in obs.kubernetes_objects(PLAN)
+    service = model_objects.endpoint_service(r, PLAN)
+    (monitor,) = [o for o in monitoring.kubernetes_objects(PLAN)
                   if o["kind"] == "ServiceMonitor" and o["metadata"]["name"] == f"{r.model_name}-vllm"]
     (endpoint,) = monitor["spec"]["endpoints"]
-    meta = {obs.meta_label("service", k): v for k, v in service["metadata"]["labels"].items()}
+    meta = {monitoring.meta_label("service", k): v for k, v in service["metadata"]["labels"].items()}
     meta.update({"__meta_kubernetes_namespace": r.namespace,
                  "__meta_kubernetes_service_name": service["metadata"]["name"]})
     return {"labels": meta, "relabel": relabel_configs(endpoint["relabelings"]), "path": endpoint["path"]}
@@ -123,8 +122,8 @@ def stack(vllm_server, vllm_servers):
         ksm_text = KSM.read_text().replace("WORKSPACE_0", workspaces[0]).replace("WORKSPACE_1", workspaces[1])
         ksm = StaticExposition(ksm_text)
         started.append(ksm)
-        (pod_monitor,) = [o for o in obs.kubernetes_objects(PLAN) if o["kind"] == "PodMonitor"]
-        pod_meta = {obs.meta_label("pod", k): v for k, v in gw.pod_labels().items()}
+        (pod_monitor,) = [o for o in monitoring.kubernetes_objects(PLAN) if o["kind"] == "PodMonitor"]
+        pod_meta = {monitoring.meta_label("pod", k): v for k, v in gateway_objects.pod_labels().items()}
         gateway_relabel = relabel_configs(pod_monitor["spec"]["podMetricsEndpoints"][0]["relabelings"])
         scrape = []
         for r, host in zip(replicas, hosts):
@@ -132,11 +131,11 @@ def stack(vllm_server, vllm_servers):
             scrape.append({"job_name": f"serviceMonitor/{r.namespace}/{r.model_name}-vllm/{r.workspace}",
                            "metrics_path": cfg["path"], "static_configs": [{"targets": [host], "labels": cfg["labels"]}],
                            "relabel_configs": cfg["relabel"]})
-        scrape.append({"job_name": f"podMonitor/{PLAN.settings.namespace}/{gw.NAME}",
+        scrape.append({"job_name": f"podMonitor/{PLAN.settings.namespace}/{gateway_objects.NAME}",
                        "static_configs": [{"targets": [exporter.address, mtail.address], "labels": pod_meta}],
                        "relabel_configs": gateway_relabel})
         scrape.append({"job_name": "kube-state-metrics", "static_configs": [{"targets": [ksm.address]}]})
-        rule_file = obs.prometheus_rules(PLAN, VLLM_VERSION)
+        rule_file = monitoring.prometheus_rules(PLAN, VLLM_VERSION)
         for group in rule_file["groups"]:
             group["interval"] = "1s"             # evaluated every second here (1m in Azure)
         rules = yaml.safe_dump(rule_file, sort_keys=False)
@@ -224,15 +223,15 @@ def test_traffic_reached_every_status_the_panels_show(stack):
 def test_every_target_is_up_with_the_relabelled_labels(stack):
     targets = stack["prometheus"].targets()
     models = sorted((t["labels"]["job"], t["labels"]["model"], t["labels"]["workspace"]) for t in targets
-                    if t["labels"]["job"] == obs.MODEL_JOB)
-    assert models == sorted((obs.MODEL_JOB, "tiny", r.workspace) for r in stack["replicas"])
-    assert sum(t["labels"]["job"] == obs.GATEWAY_JOB for t in targets) == 2
+                    if t["labels"]["job"] == monitoring.MODEL_JOB)
+    assert models == sorted((monitoring.MODEL_JOB, "tiny", r.workspace) for r in stack["replicas"])
+    assert sum(t["labels"]["job"] == monitoring.GATEWAY_JOB for t in targets) == 2
     assert all(t["health"] == "up" for t in targets), [t["lastError"] for t in targets]
 
 
 @pytest.mark.parametrize("title,ref,expr", QUERIES, ids=[f"{t}-{r}" for t, r, _ in QUERIES])
 def test_every_dashboard_query_returns_series(stack, title, ref, expr):
-    result = stack["prometheus"].query(obs.as_promql(expr, WINDOW))
+    result = stack["prometheus"].query(monitoring.as_promql(expr, WINDOW))
     assert result, f"panel {title!r} ({ref}) returned no series: {expr}"
     assert all(s["value"][1] not in ("NaN",) for s in result) or "histogram_quantile" in expr
 
@@ -240,21 +239,21 @@ def test_every_dashboard_query_returns_series(stack, title, ref, expr):
 def test_per_replica_and_per_key_dimensions(stack):
     p = stack["prometheus"]
     by_title = {(t, r): e for t, r, e in QUERIES}
-    requests = p.query(obs.as_promql(by_title[("Requests finished/s", "A")], WINDOW))
+    requests = p.query(monitoring.as_promql(by_title[("Requests finished/s", "A")], WINDOW))
     assert sorted(s["metric"]["workspace"] for s in requests) == sorted(r.workspace for r in stack["replicas"])
     assert all(float(s["value"][1]) > 0 for s in requests)
-    throttled = p.query(obs.as_promql(by_title[("Gateway 429/s by API key id", "A")], WINDOW))
+    throttled = p.query(monitoring.as_promql(by_title[("Gateway 429/s by API key id", "A")], WINDOW))
     assert {s["metric"]["key"] for s in throttled} == {key_id(KEY_THROTTLED)}
-    client_errors = p.query(obs.as_promql(by_title[("Gateway 4xx/s by API key id", "A")], WINDOW))
+    client_errors = p.query(monitoring.as_promql(by_title[("Gateway 4xx/s by API key id", "A")], WINDOW))
     assert {(s["metric"]["key"], s["metric"]["status"]) for s in client_errors} >= {
         ("-", "401"), (key_id(KEY_TRAFFIC), "404"), (key_id(KEY_THROTTLED), "429")}
-    errors = p.query(obs.as_promql(by_title[("Gateway 5xx/s by API key id and route", "A")], WINDOW))
+    errors = p.query(monitoring.as_promql(by_title[("Gateway 5xx/s by API key id and route", "A")], WINDOW))
     assert {(s["metric"]["route"], s["metric"]["status"]) for s in errors} == {("down", "503")}
-    ready = p.query(obs.as_promql(by_title[("GPU pool nodes ready", "A")], WINDOW))
+    ready = p.query(monitoring.as_promql(by_title[("GPU pool nodes ready", "A")], WINDOW))
     assert {s["metric"]["workspace"]: float(s["value"][1]) for s in ready} == {
         stack["replicas"][0].workspace: 1.0, stack["replicas"][1].workspace: 0.0}
     # one variable value selects one replica
-    one = p.query(obs.as_promql(by_title[("KV cache in use", "A")], WINDOW, workspace=stack["replicas"][1].workspace))
+    one = p.query(monitoring.as_promql(by_title[("KV cache in use", "A")], WINDOW, workspace=stack["replicas"][1].workspace))
     assert [s["metric"]["workspace"] for s in one] == [stack["replicas"][1].workspace]
 
 
@@ -263,7 +262,7 @@ def test_every_metric_named_is_one_the_servers_expose(stack):
     named = set().union(*(families(e) for _, _, e in QUERIES), *(families(r.expr) for r in RULES))
     assert named - {"up"} <= exposed, named - exposed
     # and what vllm_metrics.yaml says 0.32.0 exposes is what the real server exposes
-    assert obs.exposed_families(VLLM_VERSION) <= {re.sub(r"_(bucket|sum|count)$", "", n) for n in exposed}
+    assert monitoring.exposed_families(VLLM_VERSION) <= {re.sub(r"_(bucket|sum|count)$", "", n) for n in exposed}
 
 
 def test_every_alert_rule_loads_and_its_signal_returns_series(stack):
@@ -280,7 +279,7 @@ def test_alerts_fire_and_stay_quiet_on_real_data(stack):
     """With thresholds the real traffic crosses, the rules that measure it return the offending series; the
     replicas being up, the down alerts stay quiet; the recorded NotReady node is caught."""
     p = stack["prometheus"]
-    low = {r.name: r for r in obs.alert_rules(stack_plan(ttftP95Seconds=0.000001, gateway5xxRatio=0.01), VLLM_VERSION)}
+    low = {r.name: r for r in monitoring.alert_rules(stack_plan(ttftP95Seconds=0.000001, gateway5xxRatio=0.01), VLLM_VERSION)}
     ttft = p.query(low["KaitoTimeToFirstTokenHigh"].expr.replace("[10m]", f"[{WINDOW}]"))
     assert {s["metric"]["workspace"] for s in ttft} == {r.workspace for r in stack["replicas"]}
     fivexx = p.query(low["KaitoGateway5xxHigh"].expr.replace("[5m]", f"[{WINDOW}]"))
@@ -293,9 +292,9 @@ def test_alerts_fire_and_stay_quiet_on_real_data(stack):
 def test_a_dashboard_for_the_wrong_vllm_version_fails_the_check(stack):
     """Negative control: the same dashboard for vLLM 0.10.1.1 (KAITO 0.7) names vllm:gpu_cache_usage_perc and
     vllm:time_per_output_token_seconds, which 0.32.0 doesn't expose: exactly those panels come back empty."""
-    old = obs.dashboard(PLAN, "0.10.1.1")
-    bad = unanswered(stack["prometheus"], [(f"{t} {r}", obs.as_promql(e, WINDOW)) for t, r, e in
-                                           obs.dashboard_queries(old)])
+    old = monitoring.dashboard(PLAN, "0.10.1.1")
+    bad = unanswered(stack["prometheus"], [(f"{t} {r}", monitoring.as_promql(e, WINDOW)) for t, r, e in
+                                           monitoring.dashboard_queries(old)])
     assert sorted(bad) == ["KV cache in use A", "Time per output token (p50, p95) A",
                            "Time per output token (p50, p95) B"], bad
     with pytest.raises(PromQLError):
@@ -306,5 +305,5 @@ def test_mtail_counts_every_gateway_request(stack):
     """mtail saw every request nginx logged (the datagrams end in a newline), none lost or merged."""
     entries = stack["gateway"].access_entries()
     text = stack["mtail"].metrics_text()
-    counted = sum(float(v) for v in re.findall(rf"^{gw.REQUESTS_METRIC}{{[^}}]*}} (\S+)$", text, re.M))
+    counted = sum(float(v) for v in re.findall(rf"^{nginx.REQUESTS_METRIC}{{[^}}]*}} (\S+)$", text, re.M))
     assert counted == len(entries) > 100

@@ -1,7 +1,7 @@
 """Observability of a stack, decided offline: what is scraped, the dashboard, the alert rules, the Azure resources.
 
-Everything here is a pure function of the Plan (and, for Azure ids, of values passed in), like ``infra.manifests``
-and ``infra.azure_spec``: ``components/observability.py`` turns the results into resources unchanged, and
+Everything here is a pure function of the Plan (and, for Azure ids, of values passed in), like ``infra.render``
+and ``infra.render.azure_args``: ``components/observability.py`` turns the results into resources unchanged, and
 ``python -m infra plan --manifests`` writes them as files. Nothing here talks to Azure, a cluster or Pulumi.
 
 The loop (README "Observability"):
@@ -33,26 +33,13 @@ from typing import Any, Callable
 
 import yaml
 
-from infra import gateway
 from infra.catalog import CATALOG_DIR
 from infra.plan import Plan, ReplicaPlan
-from infra.settings import Settings
+from infra.render import gateway_objects, nginx
+from infra.render.common import INFERENCE_PORT
+from infra.render.model_objects import model_labels
 
 METRICS_FILE = CATALOG_DIR / "vllm_metrics.yaml"
-
-
-def enabled(settings: Settings) -> bool:
-    """Observability is on when the stack says so; by default in production."""
-    value = settings.observability.enabled
-    return value if value is not None else settings.is_production
-
-
-def grafana_enabled(settings: Settings) -> bool:
-    return enabled(settings) and settings.observability.grafana.enabled
-
-
-def alerts_enabled(settings: Settings) -> bool:
-    return enabled(settings) and settings.observability.alerts.enabled
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -135,7 +122,7 @@ def meta_label(kind: str, label: str) -> str:
 
 def model_relabelings() -> list[dict]:
     """ServiceMonitor relabelings (prometheus-operator RelabelConfig): model and workspace from the endpoint
-    Service's own labels (infra.manifests.model_labels), and one job name for every model target."""
+    Service's own labels (infra.render.model_objects.model_labels), and one job name for every model target."""
     return [
         {"sourceLabels": [meta_label("service", "kaito-aks/model")], "targetLabel": "model", "action": "replace"},
         {"sourceLabels": [meta_label("service", "kaito-aks/workspace")], "targetLabel": "workspace",
@@ -162,7 +149,6 @@ def gateway_selector(extra: str = "") -> str:
 
 def service_monitor(plan: Plan, model_name: str) -> dict:
     """One per model: its replicas' endpoint Services (label kaito-aks/model), port `http`, path /metrics."""
-    from infra.manifests import model_labels
 
     first = plan.replicas_of(model_name)[0]
     return {
@@ -182,16 +168,16 @@ def service_monitor(plan: Plan, model_name: str) -> dict:
 
 
 def gateway_pod_monitor(plan: Plan) -> dict:
-    """The gateway pods' two sidecars: nginx-prometheus-exporter and mtail (infra/gateway.py)."""
+    """The gateway pods' two sidecars: nginx-prometheus-exporter and mtail (infra/render/gateway_objects.py)."""
     endpoint = lambda port: {"port": port, "path": "/metrics", "scheme": "http", "interval": SCRAPE_INTERVAL,
                              "relabelings": gateway_relabelings()}
     return {
         "apiVersion": MONITOR_API,
         "kind": "PodMonitor",
-        "metadata": {"name": gateway.NAME, "namespace": plan.settings.namespace, "labels": gateway.pod_labels()},
+        "metadata": {"name": gateway_objects.NAME, "namespace": plan.settings.namespace, "labels": gateway_objects.pod_labels()},
         "spec": {
             **MONITOR_LIMITS,
-            "selector": {"matchLabels": gateway.pod_labels()},
+            "selector": {"matchLabels": gateway_objects.pod_labels()},
             "namespaceSelector": {"matchNames": [plan.settings.namespace]},
             "podMetricsEndpoints": [endpoint("nginx-metrics"), endpoint("log-metrics")],
         },
@@ -207,7 +193,6 @@ def _scraper_peer() -> dict:
 def model_scrape_network_policy(plan: Plan) -> dict:
     """The managed scraper may reach the inference pods' port 5000 (vLLM serves /metrics on its API port, so a
     NetworkPolicy can't narrow it to the path): the default-deny of the namespace stays for everyone else."""
-    from infra.manifests import INFERENCE_PORT
 
     return {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
@@ -227,21 +212,21 @@ def gateway_scrape_network_policy(plan: Plan) -> dict:
     port listen on the pod's loopback only)."""
     return {
         "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-        "metadata": {"name": f"{gateway.NAME}-metrics", "namespace": plan.settings.namespace,
-                     "labels": gateway.pod_labels()},
+        "metadata": {"name": f"{gateway_objects.NAME}-metrics", "namespace": plan.settings.namespace,
+                     "labels": gateway_objects.pod_labels()},
         "spec": {
-            "podSelector": {"matchLabels": gateway.pod_labels()},
+            "podSelector": {"matchLabels": gateway_objects.pod_labels()},
             "policyTypes": ["Ingress"],
             "ingress": [{"from": [_scraper_peer()],
-                         "ports": [{"protocol": "TCP", "port": gateway.EXPORTER_PORT},
-                                   {"protocol": "TCP", "port": gateway.MTAIL_PORT}]}],
+                         "ports": [{"protocol": "TCP", "port": gateway_objects.EXPORTER_PORT},
+                                   {"protocol": "TCP", "port": gateway_objects.MTAIL_PORT}]}],
         },
     }
 
 
 def kubernetes_objects(plan: Plan) -> list[dict]:
     """The stack's monitoring objects, in apply order (after the models and the gateway); empty when off."""
-    if not enabled(plan.settings):
+    if not plan.settings.observability_enabled:
         return []
     objects = [model_scrape_network_policy(plan)]
     objects += [service_monitor(plan, name) for name in plan.model_names]
@@ -334,7 +319,7 @@ def dashboard_panels(plan: Plan, version: str | None = None) -> list[tuple[str, 
     ]
     rows: list[tuple[str, list[Panel]]] = [("Models: per model and replica", models)]
     if plan.settings.gateway_enabled:
-        g = gateway.REQUESTS_METRIC
+        g = nginx.REQUESTS_METRIC
         gsel = lambda extra="": gateway_selector(extra)
         s4xx, s429, s5xx = gsel('status=~"4.."'), gsel('status="429"'), gsel('status=~"5.."')
         rows.append(("Gateway", [
@@ -399,7 +384,7 @@ def dashboard(plan: Plan, version: str | None = None) -> dict:
     return {
         "id": None, "uid": DASHBOARD_UID, "title": f"kaito-aks: {plan.stack}",
         "description": f"Models, gateway and GPU nodes of stack {plan.stack} (KAITO {plan.kaito_version}, vLLM {v}); "
-                       "generated by kaito-aks (infra/observability.py)",
+                       "generated by kaito-aks (infra/render/monitoring.py)",
         "tags": ["kaito-aks", "vllm", "kaito"], "timezone": "utc", "editable": True, "graphTooltip": 1,
         "time": {"from": "now-6h", "to": "now"}, "refresh": "1m", "schemaVersion": 39, "version": 1,
         "links": [], "annotations": {"list": []},
@@ -510,7 +495,7 @@ def alert_rules(plan: Plan, version: str | None = None) -> list[AlertRule]:
         f"The p95 time to first token of {{{{ $labels.workspace }}}} has been over {a.ttft_p95_seconds:g} s for 10 "
         "minutes (long prompts, queueing or preemption). Check the queue-depth and KV-cache panels; add replicas."))
     if plan.settings.gateway_enabled:
-        g = gateway.REQUESTS_METRIC
+        g = nginx.REQUESTS_METRIC
         total = f"sum by (route) (rate({g}{gateway_selector()}[5m]))"
         s5xx = gateway_selector('status=~"5.."')
         errors = f"sum by (route) (rate({g}{s5xx}[5m]))"
@@ -562,7 +547,7 @@ def azure_monitor_profile(plan: Plan) -> dict | None:
     """``ManagedCluster.azure_monitor_profile``: managed Prometheus, with kube-state-metrics keeping the GPU pools'
     node label (managed Prometheus drops every other object label; kube_node_labels and kube_node_status_condition
     are in its minimal ingestion profile). None when off."""
-    if not enabled(plan.settings):
+    if not plan.settings.observability_enabled:
         return None
     return {"metrics": {"enabled": True, "kube_state_metrics": {
         "metric_labels_allowlist": NODE_LABELS_ALLOWLIST, "metric_annotations_allow_list": ""}}}
@@ -619,7 +604,7 @@ def dcra_args(plan: Plan, cluster_id: Any, dcr_id: Any) -> dict:
 
 
 def grafana_args(plan: Plan, workspace_id: Any) -> dict | None:
-    if not grafana_enabled(plan.settings):
+    if not plan.settings.grafana_enabled:
         return None
     return {
         "workspace_name": names(plan)["grafana"], "location": plan.settings.cluster.location,
@@ -645,7 +630,7 @@ def role_assignments(plan: Plan, role: Callable[[str], Any], workspace_id: Any, 
     """(name, args): Grafana's identity reads the workspace (Monitoring Data Reader); the identity running
     `pulumi up` (it uploads the dashboard) and the admin groups are Grafana Admins. ``role(guid)`` gives a role
     definition's id (:func:`role_definition_id` with the subscription; the subscription is an Output in a run)."""
-    if not grafana_enabled(plan.settings):
+    if not plan.settings.grafana_enabled:
         return []
     g = plan.settings.observability.grafana
     out = [("grafana-reads-amw", {"scope": workspace_id, "role_definition_id": role(MONITORING_DATA_READER),
@@ -665,7 +650,7 @@ def action_group_args(plan: Plan) -> dict | None:
     """Who is notified: emails and/or a webhook (common alert schema). None without receivers (alerts still show
     in Azure Monitor)."""
     a = plan.settings.observability.alerts
-    if not alerts_enabled(plan.settings) or not (a.action_group_emails or a.webhook_url):
+    if not plan.settings.alerts_enabled or not (a.action_group_emails or a.webhook_url):
         return None
     args: dict = {"action_group_name": names(plan)["action_group"], "group_short_name": "kaito-aks",
                   "location": "Global", "enabled": True, "tags": _tags(plan),
@@ -680,7 +665,7 @@ def action_group_args(plan: Plan) -> dict | None:
 def rule_group_args(plan: Plan, workspace_id: Any, cluster_id: Any, action_group_id: Any = None,
                     version: str | None = None) -> dict | None:
     """The alerts as an Azure Prometheus rule group on the workspace, for this cluster's series."""
-    if not alerts_enabled(plan.settings):
+    if not plan.settings.alerts_enabled:
         return None
     actions = [{"action_group_id": action_group_id}] if action_group_id is not None else None
     rules = []
@@ -712,7 +697,7 @@ FILES_DIR = "observability"     # a subdirectory: `kubectl apply -f DIR` (not -R
 def write_files(plan: Plan, directory: pathlib.Path) -> list[pathlib.Path]:
     """The dashboard (import it into any Grafana) and the alert rules (a Prometheus rule file), under
     ``DIR/observability/``; nothing when observability is off."""
-    if not enabled(plan.settings):
+    if not plan.settings.observability_enabled:
         return []
     out = directory / FILES_DIR
     out.mkdir(parents=True, exist_ok=True)

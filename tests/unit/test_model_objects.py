@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from infra import manifests
+from infra.render import model_objects
 from infra.plan import build_plan
 from infra.settings import settings_from_config
 
@@ -86,7 +86,7 @@ def test_every_object_is_valid(tmp_path, variant):
             jsonschema.validate(obj, schema)
             assert "spec" not in obj
         elif obj["apiVersion"] == "azmonitoring.coreos.com/v1":     # Azure managed Prometheus' own CRDs
-            from tests.unit.test_observability import crd_schema
+            from tests.unit.test_monitoring import crd_schema
             jsonschema.validate(obj, crd_schema(obj["kind"]))
         else:
             kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
@@ -126,16 +126,16 @@ def test_v0_6_multi_node_workspace_needs_and_gets_its_config_map():
               "access": {"sourceRanges": ["10.1.0.0/16"]}, "kaito": {"mode": "addon", "version": "0.6.0"}}
     plan = build_plan(settings_from_config("dev", values, {"hfToken"}))
     (r,) = plan.replicas
-    ws = manifests.workspace(r)
+    ws = model_objects.workspace(r)
     assert ws["resource"]["count"] == 2 and ws["inference"]["config"] == f"big-inference-{r.config_hash}"
-    cm = manifests.inference_config_map(r)
+    cm = model_objects.inference_config_map(r)
     assert cm["metadata"]["name"] == ws["inference"]["config"]
     config = yaml.safe_load(cm["data"]["inference_config.yaml"])
     vllm = config["vllm"]
     assert vllm["max-model-len"] == r.max_model_len > 2048
     # KAITO 0.6's own template keys survive (a Workspace's ConfigMap replaces the template whole)
     assert config["max_probe_steps"] == 6 and vllm["swap-space"] == 4 and vllm["cpu-offload-gb"] == 0
-    svc = manifests.endpoint_service(r, plan)
+    svc = model_objects.endpoint_service(r, plan)
     assert svc["spec"]["selector"] == {"kaito.sh/workspace": "big", "statefulset.kubernetes.io/pod-name": "big-0"}
 
 
@@ -150,7 +150,7 @@ def prod_plan(**model_overrides):
 
 def test_the_inference_config_is_kaitos_template_for_the_version_with_the_plans_flags():
     (r,) = prod_plan().replicas
-    config = yaml.safe_load(manifests.inference_config_map(r)["data"]["inference_config.yaml"])
+    config = yaml.safe_load(model_objects.inference_config_map(r)["data"]["inference_config.yaml"])
     # KAITO v0.12.0's template keys, plus max-model-len and A10's gpu-memory-utilization (KAITO's own A10 value)
     assert config == {"kv_cache_cpu_memory_utilization": 0.5,
                       "vllm": {"cpu-offload-gb": 0, "max-model-len": 8192, "gpu-memory-utilization": 0.82}}
@@ -170,14 +170,14 @@ def test_plan_json_shows_the_gfd_labels_the_config_map_and_its_keys():
 
 def test_a_gpu_without_headroom_and_no_flags_gets_no_config_map():
     (r,) = prod_plan(maxModelLen=None, instanceType="Standard_NC24ads_A100_v4").replicas
-    assert r.inference_config is None and manifests.inference_config_map(r) is None
-    assert "config" not in manifests.workspace(r)["inference"]
+    assert r.inference_config is None and model_objects.inference_config_map(r) is None
+    assert "config" not in model_objects.workspace(r)["inference"]
 
 
 def test_a_changed_context_renames_the_config_map_and_changes_the_workspace():
     (a,), (b,) = prod_plan().replicas, prod_plan(maxModelLen=4096).replicas
     assert a.config_hash != b.config_hash and a.identity != b.identity
-    wa, wb = manifests.workspace(a), manifests.workspace(b)
+    wa, wb = model_objects.workspace(a), model_objects.workspace(b)
     assert wa["inference"]["config"] != wb["inference"]["config"]          # `inference` changes: replaced
     assert wa["metadata"]["annotations"]["kaito-aks/identity"] != wb["metadata"]["annotations"]["kaito-aks/identity"]
 
@@ -191,5 +191,5 @@ def test_a_changed_size_and_node_count_change_the_identity_though_the_workspace_
                        instanceType="Standard_NC40ads_H100_v5").replicas
     assert one.workspace == two.workspace == "big"
     assert (one.nodes, two.nodes) == (1, 2)
-    assert manifests.workspace(one)["resource"] == manifests.workspace(two)["resource"]
+    assert model_objects.workspace(one)["resource"] == model_objects.workspace(two)["resource"]
     assert one.identity != two.identity

@@ -11,11 +11,12 @@ import re
 
 import pytest
 
-from infra import gateway
+from infra import api_keys
+from infra.render import gateway_objects, nginx
 from infra.errors import UserError
-from infra.gateway import (KEY_CHARS, KEY_MAX_LENGTH, KEY_MIN_LENGTH, MAX_KEYS, ApiKeysError, GatewayLimits, Route,
-                           key_id, key_regex, keys_secret_from_setting, parse_api_keys, render_keys_map,
-                           render_nginx_conf, validate_api_keys)
+from infra.api_keys import KEY_CHARS, KEY_MAX_LENGTH, KEY_MIN_LENGTH, MAX_KEYS, ApiKeysError, key_id, parse_api_keys, validate_api_keys
+from infra.render.gateway_objects import keys_secret_from_setting
+from infra.render.nginx import GatewayLimits, Route, key_regex, render_keys_map, render_nginx_conf
 from infra.plan import build_plan
 from infra.settings import load_stack_file
 
@@ -112,7 +113,7 @@ def test_the_error_is_a_value_error_and_a_user_error():
         validate_api_keys(["short"])
     assert isinstance(err.value, ValueError) and isinstance(err.value, UserError) and err.value.exit_code == 2
     assert err.value.lines == [f"kaito-aks:apiKeys[0]: is shorter than {KEY_MIN_LENGTH} characters: too easy to "
-                               f"guess; use a random key, {gateway._NEW_KEY}"]
+                               f"guess; use a random key, {api_keys._NEW_KEY}"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -296,11 +297,11 @@ def test_keys_secret_refuses_anything_but_real_keys(prod_plan, raw):
 
 
 def test_gateway_objects_carry_the_keys_secret_only_when_given(prod_plan):
-    kinds = [o["kind"] for o in gateway.objects(prod_plan)]
+    kinds = [o["kind"] for o in gateway_objects.objects(prod_plan)]
     assert "Secret" not in kinds and kinds[0] == "ConfigMap" and "Deployment" in kinds
-    with_keys = gateway.objects(prod_plan, render_keys_map([KEY_A]))
+    with_keys = gateway_objects.objects(prod_plan, render_keys_map([KEY_A]))
     assert [o["kind"] for o in with_keys].count("Secret") == 1
-    annotations = [gateway.rollout_annotations(render_keys_map([k])) for k in (KEY_A, KEY_B)]
+    annotations = [gateway_objects.rollout_annotations(render_keys_map([k])) for k in (KEY_A, KEY_B)]
     assert annotations[0] != annotations[1] and MARK.lower() not in json.dumps(annotations).lower()
 
 
@@ -308,23 +309,23 @@ def test_gateway_objects_carry_the_keys_secret_only_when_given(prod_plan):
 # A gateway pod that is replaced drains first (a config change must not cut streams in flight)
 
 def test_a_replaced_gateway_pod_leaves_the_load_balancer_then_quits_gracefully(prod_plan):
-    deployment = gateway.deployment(prod_plan)
+    deployment = gateway_objects.deployment(prod_plan)
     pod = deployment["spec"]["template"]["spec"]
-    nginx = next(c for c in pod["containers"] if c["name"] == "nginx")
-    hook = nginx["lifecycle"]["preStop"]["exec"]["command"]
-    assert hook == gateway.drain_command(f"{gateway.CONF_DIR}/nginx.conf", gateway.PID_PATH)
+    container = next(c for c in pod["containers"] if c["name"] == "nginx")
+    hook = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert hook == gateway_objects.drain_command(f"{gateway_objects.CONF_DIR}/nginx.conf", nginx.PID_PATH)
     script = hook[-1]
     # serve on while the endpoint removal propagates, then `nginx -s quit` (graceful), and wait for the exit
-    assert script.startswith(f"sleep {gateway.DRAIN_DELAY_SECONDS}; ") and gateway.DRAIN_DELAY_SECONDS >= 10
+    assert script.startswith(f"sleep {gateway_objects.DRAIN_DELAY_SECONDS}; ") and gateway_objects.DRAIN_DELAY_SECONDS >= 10
     assert "-s quit" in script and "-s stop" not in script and script.endswith("do sleep 1; done")
     read_timeout = prod_plan.settings.gateway.read_timeout_seconds
-    assert pod["terminationGracePeriodSeconds"] >= gateway.DRAIN_DELAY_SECONDS + read_timeout
+    assert pod["terminationGracePeriodSeconds"] >= gateway_objects.DRAIN_DELAY_SECONDS + read_timeout
     # the roll adds a pod before it removes one, and the budget keeps one serving through voluntary disruptions
     assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
-    assert gateway.disruption_budget(prod_plan)["spec"]["minAvailable"] == 1
+    assert gateway_objects.disruption_budget(prod_plan)["spec"]["minAvailable"] == 1
 
 
 def test_graceful_quits_and_reloads_are_bounded_by_the_read_timeout():
     conf = render_nginx_conf([Route("m", ("u:80",), "m")], [], "/k", GatewayLimits(read_timeout_seconds=120))
     assert re.search(r"^worker_shutdown_timeout 125s;$", conf, re.M)
-    assert gateway.termination_grace_seconds(120) >= gateway.DRAIN_DELAY_SECONDS + 125   # delay, then the quit
+    assert gateway_objects.termination_grace_seconds(120) >= gateway_objects.DRAIN_DELAY_SECONDS + 125   # delay, then the quit
