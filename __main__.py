@@ -1,7 +1,7 @@
 """kaito-aks: settings -> plan -> resources -> outputs. Every decision is made in infra/ (see `python -m infra plan`)."""
 import pulumi
 
-from components.platform import KaitoPlatform, StackSecrets
+from components.platform import KaitoPlatform, KaitoPlatformArgs, StackSecrets
 from infra.errors import UserError
 from infra.plan import build_plan
 from infra.settings import load_from_pulumi
@@ -13,6 +13,6 @@ except UserError as err:  # one line per problem, no traceback
 
 config = pulumi.Config()
 secrets = StackSecrets(hf_token=config.get_secret("hfToken"), api_keys=config.get_secret("apiKeys"))
-platform = KaitoPlatform("kaito", plan, secrets)
+platform = KaitoPlatform("kaito", KaitoPlatformArgs(plan, secrets))
 for key, value in platform.exports().items():
     pulumi.export(key, value)

@@ -2,32 +2,40 @@
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_azure_native.containerservice as containerservice
 import pulumi_azure_native.resources as resources
 import pulumi_kubernetes as k8s
 
+from components.options import child_opts
 from components.version_gate import KaitoVersionGate
 from infra.plan import Plan
 from infra.render import azure_args
 
 
+@dataclass(frozen=True)
+class KaitoClusterArgs:
+    plan: Plan
+
+
 class KaitoCluster(pulumi.ComponentResource):
     """An AKS cluster ready for KAITO Workspaces.
 
-    Outputs: ``resource_group_name``, ``cluster_name``, ``node_resource_group``, ``oidc_issuer_url``,
+    Outputs: ``resource_group_name``, ``cluster_id``, ``cluster_name``, ``node_resource_group``, ``oidc_issuer_url``,
     ``kubeconfig`` (secret). Attributes for other components: ``provider`` (Kubernetes, from the cluster's
     user credentials), ``version_gate`` (passes only when the cluster runs the plan's KAITO release: GPU pools wait
     for it) and ``kaito_ready`` (what a Workspace must wait for: KAITO installed, its webhook fails closed, and the
     version gate).
     """
 
-    def __init__(self, name: str, plan: Plan, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: KaitoClusterArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("kaito-aks:index:KaitoCluster", name, None, opts)
         self._name = name
+        plan = args.plan
         settings = plan.settings
-        child = pulumi.ResourceOptions(parent=self)
+        child = child_opts(self)
 
         self.resource_group = resources.ResourceGroup(
             f"{name}-rg", resource_group_name=settings.resource_group, location=settings.cluster.location,
@@ -38,7 +46,7 @@ class KaitoCluster(pulumi.ComponentResource):
             resource_group_name=self.resource_group.name,
             **azure_args.managed_cluster_args(plan),
             # GPU pools are separate AgentPool resources; AKS reports them in agentPoolProfiles too
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["agentPoolProfiles"]),
+            opts=child_opts(self, ignore_changes=["agentPoolProfiles"]),
         )
         for maintenance in azure_args.maintenance_configuration_args(plan):
             containerservice.MaintenanceConfiguration(
@@ -46,7 +54,7 @@ class KaitoCluster(pulumi.ComponentResource):
                 resource_group_name=self.resource_group.name,
                 resource_name_=self.cluster.name,
                 **maintenance,
-                opts=pulumi.ResourceOptions(parent=self),
+                opts=child_opts(self),
             )
         self.resource_group_name = self.resource_group.name
         self.cluster_id = self.cluster.id
@@ -63,7 +71,7 @@ class KaitoCluster(pulumi.ComponentResource):
         )
         self.provider = k8s.Provider(
             f"{name}-k8s", kubeconfig=self.kubeconfig, delete_unreachable=True,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.cluster]))
+            opts=child_opts(self, depends_on=[self.cluster]))
 
         installed: list[pulumi.Resource] = [self.cluster]
         if settings.kaito.mode == "helm":
@@ -71,11 +79,12 @@ class KaitoCluster(pulumi.ComponentResource):
         # Nothing GPU-priced before the cluster is known to run the KAITO release the plan was sized for
         self.version_gate = KaitoVersionGate(
             f"{name}-kaito-version", kubeconfig=self.kubeconfig, mode=settings.kaito.mode,
-            planned_version=plan.kaito_version, opts=pulumi.ResourceOptions(parent=self, depends_on=installed))
+            planned_version=plan.kaito_version, opts=child_opts(self, depends_on=installed))
         self.kaito_ready: list[pulumi.Resource] = [*installed, self.version_gate]
 
         self.register_outputs({
             "resource_group_name": self.resource_group_name,
+            "cluster_id": self.cluster_id,
             "cluster_name": self.cluster_name,
             "node_resource_group": self.node_resource_group,
             "oidc_issuer_url": self.oidc_issuer_url,
@@ -84,8 +93,8 @@ class KaitoCluster(pulumi.ComponentResource):
 
     def _kaito_chart(self, plan: Plan) -> pulumi.Resource:
         """KAITO's workspace chart, pinned, in bring-your-own-nodes mode; waits until its webhook serves."""
-        k8s_opts = pulumi.ResourceOptions(parent=self, provider=self.provider)
-        ns = k8s.core.v1.Namespace(f"{self._name}-kaito-ns", metadata={"name": azure_args.KAITO_HELM_NAMESPACE}, opts=k8s_opts)
+        ns = k8s.core.v1.Namespace(f"{self._name}-kaito-ns", metadata={"name": azure_args.KAITO_HELM_NAMESPACE},
+                                   opts=child_opts(self, provider=self.provider))
         return k8s.helm.v3.Release(
             f"{self._name}-kaito-workspace",
             name="kaito-workspace",
@@ -96,7 +105,7 @@ class KaitoCluster(pulumi.ComponentResource):
             values=azure_args.kaito_chart_values(plan),
             atomic=True,
             timeout=900,
-            opts=pulumi.ResourceOptions(parent=self, provider=self.provider, depends_on=[ns]),
+            opts=child_opts(self, provider=self.provider, depends_on=[ns]),
         )
 
 

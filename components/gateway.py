@@ -1,25 +1,38 @@
 """Gateway: the stack's one authenticated address in front of every model (nginx, configured by infra.render.nginx and infra.render.gateway_objects)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import pulumi
 
 from components import k8s
+from components.cluster import KaitoCluster
+from components.options import child_opts
 from infra import api_keys
 from infra.plan import Plan
 from infra.render import gateway_objects, nginx
+
+
+@dataclass(frozen=True)
+class GatewayArgs:
+    plan: Plan
+    api_keys: pulumi.Output                      # the kaito-aks:apiKeys secret setting, as set
+    cluster: KaitoCluster
+    depends_on: Sequence[pulumi.Resource] = ()   # the namespace guardrails and the model Services it routes to
 
 
 class Gateway(pulumi.ComponentResource):
     """nginx Deployment + LoadBalancer Service; API keys live only in a Kubernetes Secret built from the
     ``kaito-aks:apiKeys`` secret setting, and a key change rolls the pods one at a time (no downtime).
 
-    Outputs: ``url`` (http://<address>), ``address``.
+    Outputs: ``url`` (http://<address>), ``address``, ``first_key`` (secret: what the endpoint checks authenticate with).
     """
 
-    def __init__(self, name: str, plan: Plan, api_keys: pulumi.Output, cluster, depends_on: list[pulumi.Resource],
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: GatewayArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("kaito-aks:index:Gateway", name, None, opts)
-        k8s_opts = lambda deps: pulumi.ResourceOptions(parent=self, provider=cluster.provider, depends_on=deps)
+        plan, api_keys, cluster, depends_on = args.plan, args.api_keys, args.cluster, list(args.depends_on)
+        k8s_opts = lambda deps: child_opts(self, provider=cluster.provider, depends_on=deps)
         keys = pulumi.Output.secret(api_keys).apply(_parse_keys)
         keys_map = pulumi.Output.secret(keys.apply(nginx.render_keys_map))
         keys_sha = pulumi.Output.secret(keys_map.apply(nginx.keys_map_checksum))
@@ -35,7 +48,7 @@ class Gateway(pulumi.ComponentResource):
         self.address = k8s.load_balancer_address(service)
         self.url = self.address.apply(lambda a: f"http://{a}" if a else None)
         self.first_key = pulumi.Output.secret(keys.apply(lambda k: k[0]))
-        self.register_outputs({"url": self.url, "address": self.address})
+        self.register_outputs({"url": self.url, "address": self.address, "first_key": self.first_key})
 
 
 def _parse_keys(raw) -> list[str]:

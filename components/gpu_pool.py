@@ -1,11 +1,21 @@
 """GpuNodePool: one AKS agent pool per model replica, exactly as the plan sized it."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pulumi
 import pulumi_azure_native.containerservice as containerservice
 
+from components.cluster import KaitoCluster
+from components.options import child_opts
 from infra.plan import ReplicaPlan
 from infra.render import azure_args
+
+
+@dataclass(frozen=True)
+class GpuNodePoolArgs:
+    replica: ReplicaPlan
+    cluster: KaitoCluster
 
 
 class GpuNodePool(pulumi.ComponentResource):
@@ -15,16 +25,17 @@ class GpuNodePool(pulumi.ComponentResource):
     Outputs: ``pool_name``, ``vm_size``, ``node_count``.
     """
 
-    def __init__(self, name: str, replica: ReplicaPlan, cluster, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: GpuNodePoolArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("kaito-aks:index:GpuNodePool", name, None, opts)
-        args = azure_args.gpu_pool_args(replica)
+        replica, cluster = args.replica, args.cluster
+        pool_args = azure_args.gpu_pool_args(replica)
         self.agent_pool = containerservice.AgentPool(
             f"{name}-pool",   # child names are unique per stack, not per parent
             resource_group_name=cluster.resource_group_name,
             resource_name_=cluster.cluster_name,
-            **args,
-            opts=pulumi.ResourceOptions(
-                parent=self,
+            **pool_args,
+            opts=child_opts(
+                self,
                 # no GPU node is paid for before the cluster is known to run the plan's KAITO release
                 depends_on=[cluster.version_gate],
                 # a new size or a different spot setting is a new pool (AKS can't change them in place); in surge

@@ -7,7 +7,9 @@ import pulumi
 
 from components import k8s
 from components.endpoint_check import EndpointCheck
-from components.gpu_pool import GpuNodePool
+from components.cluster import KaitoCluster
+from components.gpu_pool import GpuNodePool, GpuNodePoolArgs
+from components.options import child_opts
 from components.pool_readiness import PoolReadiness
 from infra import node_readiness
 from infra.plan import Plan, ReplicaPlan
@@ -24,6 +26,15 @@ class ReplicaResources:
     service: pulumi.CustomResource              # the slot's endpoint Service: stable name and address
     ready_check: EndpointCheck | None = None    # surge: the new Workspace's check, before the Service moves to it
     url: pulumi.Output[str] | None = None       # direct endpoint (no gateway)
+
+
+@dataclass(frozen=True)
+class ModelDeploymentArgs:
+    plan: Plan
+    model_name: str                                    # the stack's models[i].name
+    cluster: KaitoCluster
+    depends_on: Sequence[pulumi.Resource] = ()         # the namespace and its guardrails, the HF token Secret
+    gateway_pod_labels: Mapping[str, str] | None = None   # the gateway's pods may reach the model (None: no gateway)
 
 
 class ModelDeployment(pulumi.ComponentResource):
@@ -45,31 +56,31 @@ class ModelDeployment(pulumi.ComponentResource):
     Outputs: ``workspaces``, ``endpoints`` (direct URLs; empty behind the gateway).
     """
 
-    def __init__(self, name: str, plan: Plan, model_name: str, cluster, depends_on: list[pulumi.Resource],
-                 gateway_pod_labels: dict[str, str] | None, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: ModelDeploymentArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("kaito-aks:index:ModelDeployment", name, None, opts)
-        self.replicas: list[ReplicaResources] = []
-        for r in plan.replicas_of(model_name):
-            self.replicas.append(self._replica(r, plan, cluster, depends_on, gateway_pod_labels))
+        labels = dict(args.gateway_pod_labels) if args.gateway_pod_labels is not None else None
+        self.replicas: list[ReplicaResources] = [
+            self._replica(r, args.plan, args.cluster, list(args.depends_on), labels)
+            for r in args.plan.replicas_of(args.model_name)]
         self.workspaces = [rr.plan.workspace for rr in self.replicas]
         self.endpoints = pulumi.Output.all(*[rr.url for rr in self.replicas if rr.url is not None])
         self.register_outputs({"workspaces": self.workspaces, "endpoints": self.endpoints})
 
-    def _replica(self, r: ReplicaPlan, plan: Plan, cluster, depends_on: list[pulumi.Resource],
+    def _replica(self, r: ReplicaPlan, plan: Plan, cluster: KaitoCluster, depends_on: list[pulumi.Resource],
                  gateway_pod_labels: dict[str, str] | None) -> ReplicaResources:
-        k8s_opts = lambda **kw: pulumi.ResourceOptions(parent=self, provider=cluster.provider, **kw)
+        k8s_opts = lambda **kw: child_opts(self, provider=cluster.provider, **kw)
         surge = r.rollout == "surge"
         before_workspace: list[pulumi.Resource] = [*cluster.kaito_ready, *depends_on]
         pool: GpuNodePool | None = None
         nodes_ready: pulumi.Resource | None = None
         if r.pool_owner == "kaito-aks":
-            pool = GpuNodePool(r.pool_name, r, cluster, opts=pulumi.ResourceOptions(parent=self))
+            pool = GpuNodePool(r.pool_name, GpuNodePoolArgs(r, cluster), opts=child_opts(self))
             # KAITO must never see the pool half-ready (0.6 would provision a second pool; BYO nodes must carry
             # uniform GPU Feature Discovery labels, which the chart's GFD writes once it runs on them)
             nodes_ready = PoolReadiness(
                 f"{r.workspace}-nodes-ready", kubeconfig=cluster.kubeconfig,
                 expectation=node_readiness.expectation_for(r).to_dict(),
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[pool.agent_pool, *cluster.kaito_ready]))
+                opts=child_opts(self, depends_on=[pool.agent_pool, *cluster.kaito_ready]))
             before_workspace = [nodes_ready, pool.agent_pool, *before_workspace]
         # else KAITO provisions the replica's nodes itself (0.7 reuses no pre-created pool): a pool of ours would be
         # a second one, paid for and unused
@@ -104,7 +115,8 @@ class ModelDeployment(pulumi.ComponentResource):
             url = k8s.load_balancer_address(service).apply(lambda a: f"http://{a}" if a else None)
         return ReplicaResources(r, pool, nodes_ready, workspace, service, ready_check, url)
 
-    def _ready_check(self, r: ReplicaPlan, plan: Plan, cluster, workspace: pulumi.Resource) -> EndpointCheck:
+    def _ready_check(self, r: ReplicaPlan, plan: Plan, cluster: KaitoCluster,
+                     workspace: pulumi.Resource) -> EndpointCheck:
         """The new Workspace's full check through a port-forward to its pod, before any traffic reaches it (also
         when post-deploy checks are off: a surge never moves traffic to an unproven replica)."""
         settings = plan.settings.endpoint_check
@@ -120,5 +132,5 @@ class ModelDeployment(pulumi.ComponentResource):
             timeout_s=settings.timeout_seconds,
             concurrency=settings.concurrency,
             trigger=r.identity,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[workspace]),
+            opts=child_opts(self, depends_on=[workspace]),
         )

@@ -29,6 +29,7 @@ import pulumi_kubernetes as k8s
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from components import k8s as k8s_objects
+from components.options import child_opts
 from infra.plan import Plan
 from infra.render import monitoring
 
@@ -56,7 +57,7 @@ class Observability(pulumi.ComponentResource):
         from pulumi_azure_native import alertsmanagement, authorization, dashboard, monitor
 
         plan, rg = args.plan, args.resource_group_name
-        child = lambda deps=(): pulumi.ResourceOptions(parent=self, depends_on=list(deps))
+        child = lambda deps=(): child_opts(self, depends_on=deps)
         client = None
         if args.subscription_id is None or args.deployer_object_id is None:
             client = authorization.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self))
@@ -102,7 +103,7 @@ class Observability(pulumi.ComponentResource):
             self.grafana_url = self.grafana.properties.apply(lambda p: p.endpoint if p else None)
             board = GrafanaDashboard(f"{name}-dashboard", endpoint=self.grafana_url,
                                      dashboard=json.dumps(monitoring.dashboard(plan), sort_keys=True),
-                                     opts=pulumi.ResourceOptions(parent=self, depends_on=assignments))
+                                     opts=child_opts(self, depends_on=assignments))
             self.dashboard_url = board.url
 
         self.kubernetes: list[pulumi.Resource] = []
@@ -123,8 +124,7 @@ class Observability(pulumi.ComponentResource):
         for obj in monitoring.kubernetes_objects(plan):
             meta = obj["metadata"]
             name = f"obs-{obj['kind'].lower()}-{meta['name']}"
-            opts = pulumi.ResourceOptions(parent=self, provider=args.k8s_provider,
-                                          depends_on=[*azure, *args.k8s_depends_on])
+            opts = child_opts(self, provider=args.k8s_provider, depends_on=[*azure, *args.k8s_depends_on])
             if obj["apiVersion"] == monitoring.MONITOR_API:
                 made.append(k8s.apiextensions.CustomResource(name, api_version=obj["apiVersion"], kind=obj["kind"],
                                                              metadata=meta, spec=obj["spec"], opts=opts))

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 import pulumi
 
 from components import k8s
-from components.cluster import KaitoCluster
+from components.cluster import KaitoCluster, KaitoClusterArgs
 from components.endpoint_check import EndpointCheck
-from components.gateway import Gateway
-from components.model import ModelDeployment
+from components.gateway import Gateway, GatewayArgs
+from components.model import ModelDeployment, ModelDeploymentArgs
 from components.observability import Observability, ObservabilityArgs
+from components.options import child_opts
 from infra.plan import Plan
 from infra.render import gateway_objects, namespace_objects, nginx
 
@@ -23,19 +24,27 @@ class StackSecrets:
     api_keys: pulumi.Output | None = None
 
 
+@dataclass(frozen=True)
+class KaitoPlatformArgs:
+    plan: Plan                   # what `python -m infra plan` shows: every decision is in it
+    secrets: StackSecrets
+
+
 class KaitoPlatform(pulumi.ComponentResource):
     """Everything ``python -m infra plan`` shows, as resources. No sizing decision is made here.
 
-    Outputs per model (``models``): endpoint URL per replica, served model name, Azure size, nodes, $/hour and
-    the endpoint check's measurements; ``cluster_name``, ``resource_group``, ``gateway_url``, ``kubeconfig``.
+    Outputs (registered, and what the stack exports: :meth:`exports`): per model (``models``) the endpoint URL
+    per replica, served model name, Azure size, nodes, $/hour and the endpoint checks' measurements;
+    ``cluster_name``, ``resource_group``, ``gateway_url``, ``grafana_url``, ``kaito``, ``usd_per_hour``,
+    ``kubeconfig`` (secret).
     """
 
-    def __init__(self, name: str, plan: Plan, secrets: StackSecrets, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, args: KaitoPlatformArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("kaito-aks:index:KaitoPlatform", name, None, opts)
+        plan, secrets = args.plan, args.secrets
         self.plan = plan
-        self.cluster = KaitoCluster("cluster", plan, opts=pulumi.ResourceOptions(parent=self))
-        k8s_opts = lambda deps=(): pulumi.ResourceOptions(parent=self, provider=self.cluster.provider,
-                                                          depends_on=list(deps))
+        self.cluster = KaitoCluster("cluster", KaitoClusterArgs(plan), opts=child_opts(self))
+        k8s_opts = lambda deps=(): child_opts(self, provider=self.cluster.provider, depends_on=deps)
 
         ns = k8s.apply("namespace", namespace_objects.namespace(plan), k8s_opts())
         base = [ns]
@@ -51,8 +60,8 @@ class KaitoPlatform(pulumi.ComponentResource):
 
         gateway_labels = gateway_objects.pod_labels() if plan.settings.gateway_enabled else None
         self.models = {
-            name: ModelDeployment(name, plan, name, self.cluster, base, gateway_labels,
-                                  opts=pulumi.ResourceOptions(parent=self))
+            name: ModelDeployment(name, ModelDeploymentArgs(plan, name, self.cluster, base, gateway_labels),
+                                  opts=child_opts(self))
             for name in plan.model_names
         }
 
@@ -62,8 +71,8 @@ class KaitoPlatform(pulumi.ComponentResource):
                 raise pulumi.RunError("kaito-aks:apiKeys: the gateway needs API keys; "
                                       "`pulumi config set --secret apiKeys '[\"sk-...\"]'`")
             services = [rr.service for m in self.models.values() for rr in m.replicas]
-            self.gateway = Gateway("gateway", plan, secrets.api_keys, self.cluster, [*base, *services],
-                                   opts=pulumi.ResourceOptions(parent=self))
+            self.gateway = Gateway("gateway", GatewayArgs(plan, secrets.api_keys, self.cluster, [*base, *services]),
+                                   opts=child_opts(self))
 
         self.observability: Observability | None = None
         if plan.settings.observability_enabled:
@@ -74,11 +83,10 @@ class KaitoPlatform(pulumi.ComponentResource):
                 # after the Workspaces: by then the managed Prometheus add-on has installed its CRDs
                 k8s_depends_on=[*base, *[rr.service for rr in replicas], *[rr.workspace for rr in replicas],
                                 *([self.gateway] if self.gateway else [])]),
-                opts=pulumi.ResourceOptions(parent=self))
+                opts=child_opts(self))
 
         self.checks = self._endpoint_checks()
-        self.register_outputs({"cluster_name": self.cluster.cluster_name,
-                               "gateway_url": self.gateway.url if self.gateway else None})
+        self.register_outputs(self.exports())
 
     def _endpoint_checks(self) -> dict[str, list]:
         """One check per replica, after its endpoint has an address: direct, or through the gateway with a key."""
@@ -109,7 +117,7 @@ class KaitoPlatform(pulumi.ComponentResource):
                     timeout_s=settings.timeout_seconds,
                     concurrency=settings.concurrency,
                     trigger=f"{r.workspace}|{r.identity}",   # a new replica behind the slot: check again
-                    opts=pulumi.ResourceOptions(parent=self, depends_on=deps),
+                    opts=child_opts(self, depends_on=deps),
                 ))
         return checks
 

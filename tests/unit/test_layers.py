@@ -131,3 +131,27 @@ def test_the_layer_test_sees_a_violation(tmp_path, monkeypatch):
             test_imports_follow_the_layer_order("infra.render.zz_layer_probe")
     finally:
         fake.unlink()
+
+
+def test_components_take_name_args_opts_with_a_typed_args_dataclass():
+    """The standard Pulumi component shape (pulumi-eks, pulumi/examples): ``Component(name, args, opts)``."""
+    import dataclasses
+    import importlib
+    import inspect
+    import typing
+
+    import pulumi
+
+    found = 0
+    for path in sorted((ROOT / "components").glob("*.py")):
+        module = importlib.import_module(f"components.{path.stem}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if not issubclass(cls, pulumi.ComponentResource) or cls.__module__ != module.__name__:
+                continue
+            found += 1
+            params = list(inspect.signature(cls.__init__).parameters)
+            assert params == ["self", "name", "args", "opts"], (cls.__name__, params)
+            args_type = typing.get_type_hints(cls.__init__)["args"]
+            assert dataclasses.is_dataclass(args_type), (cls.__name__, args_type)
+            assert "register_outputs" in inspect.getsource(cls), f"{cls.__name__} registers no outputs"
+    assert found >= 6
