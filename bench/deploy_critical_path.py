@@ -1,10 +1,10 @@
-"""Time to a serving endpoint: the program's dependency graph vs the seed document's manual, sequential flow.
+"""Time to a serving endpoint: the program's dependency graph vs the manual walkthrough's sequential flow.
 
 The real __main__.py runs under Pulumi mocks (tests/program/harness.py) and the engine's view of the resource
 graph is recorded: every resource with the URNs it depends on (explicit depends_on, and the resources its inputs
 come from), plus its Kubernetes provider. Each resource gets a typical duration from DURATIONS below; the
 critical path (longest chain) is what `pulumi up` takes with its default parallelism, the sum of all steps is what
-a person following the seed document's numbered steps one after another takes.
+a person following the manual walkthrough's numbered steps one after another takes.
 
     python bench/deploy_critical_path.py            # dev and prod
 """

@@ -4,7 +4,7 @@ For each model, `infra.sizing.choose` (what the plan uses) is compared with an e
 independently here: every Azure size x every node count 1..16, kept when KAITO's own rules would run the model
 on exactly that many nodes of that size (0.6: the webhook inequalities, checked count by count, plus the
 physical-fit test; 0.12: the estimator), and costed at nodes x $/h. The two must agree on the price. It also
-compares against the seed document's choices (phi-2 on Standard_NC24ads_A100_v4, the 70B on
+compares against the hand-picked sizes of the manual walkthrough kaito-aks replaces (phi-2 on Standard_NC24ads_A100_v4, the 70B on
 Standard_NC96ads_A100_v4).
 
     python bench/sizing_cost.py            # summary + mismatches + seed comparison
@@ -121,7 +121,7 @@ def main() -> int:
     if no_fit:
         print(f"no priced size fits: {', '.join(no_fit)}")
 
-    print("\nAgainst the seed document's choices (East US $/h):")
+    print("\nAgainst the hand-picked sizes of the manual walkthrough kaito-aks replaces (East US $/h):")
     for ref, seed_size in (("microsoft/phi-2", "Standard_NC24ads_A100_v4"),
                            ("meta-llama/Meta-Llama-3-70B-Instruct", "Standard_NC96ads_A100_v4")):
         seed_price = catalog.sizes[seed_size].usd_per_hour

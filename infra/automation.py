@@ -263,10 +263,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, bounded_line(f"{self.prog}: error: {message} (see --help)") + "\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+PROG = "python -m infra.automation"    # also `kaito-aks stack` / `python -m infra stack` (infra.cli)
+
+
+def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     doc = (__doc__ or "").splitlines()
     # allow_abbrev=False: `--secret hf_...` must not be taken for `--secret-env hf_...` (and echoed back)
-    p = _Parser(prog="python -m infra.automation", description=doc[0] if doc else None, allow_abbrev=False)
+    p = _Parser(prog=prog, description=doc[0] if doc else None, allow_abbrev=False)
     p.add_argument("operation", choices=OPERATIONS)
     p.add_argument("--stack", required=True, help="stack name (settings in Pulumi.<stack>.yaml)")
     p.add_argument("--yes", action="store_true", help="needed by up and destroy: change real resources")
@@ -1169,9 +1172,9 @@ def _where(err: BaseException) -> str:
     return f"{path}:{frames[-1].lineno}"
 
 
-def run(argv: Sequence[str] | None = None, deps: Deps | None = None) -> int:
+def run(argv: Sequence[str] | None = None, deps: Deps | None = None, prog: str = PROG) -> int:
     deps = deps or Deps()
-    args = build_parser().parse_args(argv)  # exits 2 on bad arguments (one line)
+    args = build_parser(prog).parse_args(argv)  # exits 2 on bad arguments (one line)
     summary = Summary(stack=bounded_line(args.stack, 200), operation=args.operation)
     redactor = Redactor()
     started = deps.clock()
@@ -1350,16 +1353,16 @@ def call_translating_errors(fn: Callable[[], Any], auto: Any, stack_name: str) -
         raise OperationFailed(first_error_line(str(e)), detail=str(e)) from None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     """The last resort around :func:`run`: whatever happens, one line and a non-zero exit, never a traceback
     (the exception's message is left out here: no redactor is known at this level)."""
     try:
-        return run(argv)
+        return run(argv, prog=prog)
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # noqa: BLE001
         with contextlib.suppress(Exception):  # stderr itself may be gone
-            print(bounded_line(f"python -m infra.automation: internal error ({type(err).__name__} at {_where(err)}); "
+            print(bounded_line(f"{prog}: internal error ({type(err).__name__} at {_where(err)}); "
                                "a bug in kaito-aks: please report it"), file=sys.stderr, flush=True)
         return 1
 

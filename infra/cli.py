@@ -1,8 +1,9 @@
-"""`python -m infra <command>`: the offline CLI.
+"""`kaito-aks <command>` (or `python -m infra <command>`): plan, check, operate a kaito-aks stack.
 
 Each command lives in its own module exposing ``add_parser(subparsers)``, which registers the
 sub-command and sets ``handler`` (a function ``(args) -> int``) as its default. User mistakes
-raise :class:`infra.errors.UserError`; they are printed as one line each on stderr.
+raise :class:`infra.errors.UserError`; they are printed as one line each on stderr. ``stack`` hands its
+arguments to the Automation API driver (:mod:`infra.automation`, also ``python -m infra.automation``).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os
 import sys
 from typing import NoReturn
 
+from infra import automation
 from infra.errors import UserError, bounded_line
 
 INTERNAL_ERROR_EXIT = 70   # EX_SOFTWARE: a bug of ours, not a mistake of the user's
@@ -30,16 +32,25 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, bounded_line(f"{self.prog}: error: {message} (see --help)") + "\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m infra", description=__doc__.splitlines()[0], allow_abbrev=False)
+STACK_COMMAND = "stack"
+STACK_HELP = ("preview | up | destroy | refresh | outputs a stack through Pulumi's Automation API: "
+              "`stack up --stack prod --yes` (`stack --help` for its options)")
+
+
+def build_parser(prog: str = "python -m infra") -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description=(__doc__ or "").splitlines()[0], allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=_Parser)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parser(sub)
+    sub.add_parser(STACK_COMMAND, help=STACK_HELP, add_help=False)   # listed here; main() hands it over
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+def main(argv: list[str] | None = None, prog: str = "python -m infra") -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [STACK_COMMAND]:
+        return automation.main(argv[1:], prog=f"{prog} {STACK_COMMAND}")
+    parser = build_parser(prog)
     args = parser.parse_args(argv)  # exits 2 on bad arguments
     try:
         return int(args.handler(args) or 0)
@@ -59,3 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                            "kaito-aks: please report it with the command you ran (KAITO_AKS_DEBUG=1 shows the "
                            "traceback)"), file=sys.stderr)
         return INTERNAL_ERROR_EXIT
+
+
+def entrypoint() -> NoReturn:
+    """The `kaito-aks` console script (pyproject.toml)."""
+    sys.exit(main(prog="kaito-aks"))

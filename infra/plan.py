@@ -134,7 +134,7 @@ class ReplicaPlan:
     def wait_timeout_seconds(self) -> int:
         """How long `pulumi up` waits for WorkspaceSucceeded: KAITO's startup probe budget + node/image time.
 
-        KAITO's startup probe allows 15 min + 18 s per GiB of weights, clamped to [30, 180] min (FACTS.md §2).
+        KAITO's startup probe allows 15 min + 18 s per GiB of weights, clamped to [30, 180] min (docs/kaito-runtime.md#startup-and-readiness-budget).
         """
         weights = self.weights_gib or self.gpu_memory_required_gib
         probe = min(180 * 60, max(30 * 60, 15 * 60 + 18 * weights))

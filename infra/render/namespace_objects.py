@@ -39,7 +39,7 @@ def default_deny_ingress(plan: Plan) -> dict:
 
 
 def namespace_guardrails(plan: Plan) -> list[dict]:
-    """The seed's "resource quotas": GPUs capped at what the plan deploys, load balancers at what it exposes,
+    """Namespace resource quotas: GPUs capped at what the plan deploys, load balancers at what it exposes,
     and default requests for containers that set none (requests only: a default *limit* could OOM-kill vLLM)."""
     ns = plan.settings.namespace
     gpus = sum(r.nodes * r.gpus_per_node for r in plan.replicas)

@@ -1,4 +1,4 @@
-"""Model resolution per KAITO version: presets, catalog, generic Hugging Face ids, and the seed document's models."""
+"""Model resolution per KAITO version: presets, catalog, generic Hugging Face ids, and the models of the README's examples."""
 import pytest
 
 from infra.catalog import load_catalog
