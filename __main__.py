@@ -1,4 +1,5 @@
-"""kaito-aks: settings -> plan -> resources -> outputs. Every decision is made in infra/ (see `python -m infra plan`)."""
+"""kaito-aks: settings -> plan -> resources -> outputs. Every decision is made in infra/ (see
+`python -m infra plan`)."""
 import pulumi
 
 from components.platform import KaitoPlatform, KaitoPlatformArgs, StackSecrets

@@ -6,18 +6,13 @@ come from), plus its Kubernetes provider. Each resource gets a typical duration 
 critical path (longest chain) is what `pulumi up` takes with its default parallelism, the sum of all steps is what
 a person following the manual walkthrough's numbered steps one after another takes.
 
-    python bench/deploy_critical_path.py            # dev and prod
+    python -m bench.deploy_critical_path            # dev and prod (from the repository root)
 """
 from __future__ import annotations
 
 import functools
-import pathlib
-import sys
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "program")]
-
-import harness  # noqa: E402
+from tests.program import harness
 
 # Typical minutes per step, and where the number comes from. Components and providers take no time themselves.
 DURATIONS: dict[str, tuple[float, str]] = {
@@ -72,7 +67,7 @@ def critical_path(run, minutes: dict[str, float]) -> tuple[float, list]:
             d = {u for u in d if u in by_urn} | {u for u in by_urn if r.provider.startswith(u + "::")}
         deps[r.urn] = d
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def finish(urn: str) -> tuple[float, tuple]:
         start, chain = 0.0, ()
         for dep in deps[urn]:

@@ -9,7 +9,7 @@ the check costs compared with plain single requests.
    vs the median of plain single requests (one chat completion, one completion; ``requests.post``, new
    connection each, like a user's first call), and vs the sum of the same requests sent one by one.
 
-    python bench/endpoint_check.py [--starts 3] [--reps 15]
+    python -m bench.endpoint_check [--starts 3] [--reps 15]      # from the repository root
 
 Needs the vLLM venv (bash tests/servers/install_vllm.sh).
 """
@@ -24,13 +24,12 @@ import threading
 import time
 import urllib.request
 
+import requests
+
+from infra import endpoint as ep
+from tests.servers.vllm import VllmRuntime, VllmServer
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import requests  # noqa: E402
-
-from infra import endpoint as ep  # noqa: E402
-from tests.servers.vllm import VllmRuntime, VllmServer  # noqa: E402
 
 MODEL = "tiny-llama"
 

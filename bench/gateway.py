@@ -1,6 +1,6 @@
 """Latency the gateway adds: the generated nginx configuration in front of a real vLLM server vs the server direct.
 
-    python bench/gateway.py [--requests 200]
+    python -m bench.gateway [--requests 200]      # from the repository root
 
 One real vLLM server (tests/servers) and one real nginx running infra.render.nginx's configuration with an API key.
 For 1 and 8 concurrent clients it sends the same small completion request (8 tokens, temperature 0) directly and
@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import pathlib
 import statistics
 import sys
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import requests  # noqa: E402
+import requests
 
 from infra.render.nginx import GatewayLimits, Route
-from tests.servers.nginx import NginxGateway  # noqa: E402
-from tests.servers.vllm import VllmRuntime, VllmServer  # noqa: E402
+from tests.servers.nginx import NginxGateway
+from tests.servers.vllm import VllmRuntime, VllmServer
 
 KEY = "sk-bench-gateway-0001"
 BODY = {"model": "tiny-llama", "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0}

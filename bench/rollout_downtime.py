@@ -10,7 +10,7 @@ changes (the Workspace's identity, the pool's name):
 - surge: the new pool, gate, Workspace and check run beside the old replica; the endpoint Service's selector moves
   after the check (one API call); the old Workspace and pool are deleted at the end. The overlap is paid twice.
 
-    python -m bench.rollout_downtime
+    python -m bench.rollout_downtime      # from the repository root
 """
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ def main() -> None:
     }
     print(f"critical-path model: {critical.model_name} ({critical.preset}, {critical.weights_gib:g} GiB, "
           f"{critical.nodes} x {critical.instance_type}, ${critical.usd_per_hour:.3f}/h)")
-    print("step minutes: pool create %.1f, pool delete %.1f, Workspace delete %.1f, gate %.1f, check %.1f, "
-          "model load 5 + 0.14/GiB" % (POOL_CREATE, POOL_DELETE[0], WORKSPACE_DELETE[0], GATE[0], CHECK))
+    print(f"step minutes: pool create {POOL_CREATE:.1f}, pool delete {POOL_DELETE[0]:.1f}, Workspace delete "
+          f"{WORKSPACE_DELETE[0]:.1f}, gate {GATE[0]:.1f}, check {CHECK:.1f}, model load 5 + 0.14/GiB")
     print(f"\n{'change':24} {'rollout':9} {'downtime min':>12} {'change min':>10} {'overlap $':>9}  steps")
     for label, update in changes.items():
         for rollout in ("recreate", "surge"):

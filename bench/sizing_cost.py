@@ -7,29 +7,34 @@ physical-fit test; 0.12: the estimator), and costed at nodes x $/h. The two must
 compares against the hand-picked sizes of the manual walkthrough kaito-aks replaces (phi-2 on Standard_NC24ads_A100_v4, the 70B on
 Standard_NC96ads_A100_v4).
 
-    python bench/sizing_cost.py            # summary + mismatches + seed comparison
-    python bench/sizing_cost.py --all      # one line per model and version
+    python -m bench.sizing_cost            # summary + mismatches + seed comparison (from the repository root)
+    python -m bench.sizing_cost --all      # one line per model and version
 """
 from __future__ import annotations
 
 import argparse
 import math
-import pathlib
 import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from infra.catalog import load_catalog  # noqa: E402
-from infra.models import ResolveError, resolve  # noqa: E402
-from infra.sizing import (SizingError, SizingRequest, TooSmall, byo_per_gpu_gib, choose, estimator_nodes,  # noqa: E402
-                          v06_gpu_memory_utilization)
+from infra.catalog import load_catalog
+from infra.models import ResolveError, resolve
+from infra.sizing import (
+    SizingError,
+    SizingRequest,
+    TooSmallError,
+    byo_per_gpu_gib,
+    choose,
+    estimator_nodes,
+    v06_gpu_memory_utilization,
+)
 
 MAX_NODES = 16
 
 
 def exhaustive_v06(req, catalog) -> float | None:
-    preset, best = req.model.preset_v06, None
+    preset, best = req.model.spec, None
+    need = preset.webhook                 # KAITO 0.6's webhook requirements of the preset
     for size in catalog.sizes.values():
         sku = req.release.kaito_sku(size.name)
         if (sku is None or size.usd_per_hour is None or size.retired or size.vendor != "nvidia"):
@@ -37,19 +42,21 @@ def exhaustive_v06(req, catalog) -> float | None:
         g, m = sku.gpus, sku.total_gpu_memory_gib
         for count in range(1, MAX_NODES + 1):
             # the webhook: GPU count, per-GPU memory, total memory (A3.3), checked for this count
-            if count * g < preset.gpus or m // g < preset.per_gpu_memory_gib or count * m < preset.total_gpu_memory_gib:
+            if count * g < need.gpus or m // g < need.per_gpu_memory_gib or count * m < need.total_gpu_memory_gib:
                 continue
-            pods = min(count, math.ceil(preset.total_gpu_memory_gib / m))
+            pods = min(count, math.ceil(need.total_gpu_memory_gib / m))
             if pods > 1 and not preset.distributed:
                 break                     # independent replicas that each miss the model's memory
             facts = req.model.facts
             gpus = g if (pods > 1 or preset.tensor_parallel) else 1
             try:
-                need = estimator_nodes(facts, m / g, gpus, req.sizing_context,
-                                       gpu_memory_utilization=v06_gpu_memory_utilization(m // g))
-            except TooSmall:
+                # vLLM runs at KAITO 0.6's utilization, or at the GPU's own lower one (A10)
+                util = size.vllm_gpu_memory_utilization or v06_gpu_memory_utilization(m // g)
+                nodes = estimator_nodes(facts, m / g, gpus, req.sizing_context, req.release.memory_model,
+                                        gpu_memory_utilization=util)
+            except TooSmallError:
                 break
-            if need <= pods:
+            if nodes <= pods:
                 cost = count * size.usd_per_hour
                 best = cost if best is None else min(best, cost)
             break                         # larger counts only add idle nodes at a higher price
@@ -68,10 +75,12 @@ def exhaustive_v012(req, catalog) -> float | None:
             continue
         for nodes in range(1, MAX_NODES + 1):
             try:
-                target = estimator_nodes(req.model.facts, per_gpu, sku.gpus, req.sizing_context,
-                                         est.gpu_memory_utilization, est.weight_expansion_factor,
-                                         est.base_overhead_gib, est.overhead_weight_factor)
-            except TooSmall:
+                target = estimator_nodes(req.model.facts, per_gpu, sku.gpus, req.sizing_context, est)
+                low = size.vllm_gpu_memory_utilization      # the GPU's own lower utilization (A10), for vLLM
+                if low is not None and estimator_nodes(req.model.facts, per_gpu, sku.gpus, req.sizing_context, est,
+                                                       gpu_memory_utilization=low) > target:
+                    break                 # KAITO's node count leaves vLLM too little memory at that utilization
+            except TooSmallError:
                 break
             if target == nodes:           # KAITO runs exactly `target` nodes; fewer never become ready
                 cost = nodes * size.usd_per_hour

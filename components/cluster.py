@@ -62,7 +62,7 @@ class KaitoCluster(pulumi.ComponentResource):
         self.node_resource_group = self.cluster.node_resource_group
         self.oidc_issuer_url = self.cluster.oidc_issuer_profile.apply(lambda p: p.issuer_url if p else None)
 
-        self.kubeconfig = pulumi.Output.secret(
+        self.kubeconfig: pulumi.Output[str] = pulumi.Output.secret(
             containerservice.list_managed_cluster_user_credentials_output(
                 resource_group_name=self.resource_group.name,
                 resource_name=self.cluster.name,

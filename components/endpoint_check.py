@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import math
 import uuid
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pulumi
 from pulumi.dynamic import (
@@ -44,8 +45,9 @@ from pulumi.dynamic import (
     UpdateResult,
 )
 
-from infra.catalog import load_catalog
+from infra.catalog import Runtime
 from infra.endpoint import (
+    DEFAULT_KAITO_VERSION,
     MAX_REQUEST_TIMEOUT_S,
     MAX_TIMEOUT_S,
     EndpointCheckError,
@@ -56,22 +58,22 @@ from infra.endpoint import (
 )
 from infra.errors import bounded_repr
 from infra.pod_transport import PodTarget, forwarding_session, kubernetes_opener
+from infra.settings import DEFAULT_CHECK_CONCURRENCY, MAX_CHECK_CONCURRENCY, MIN_CHECK_CONCURRENCY
 
 # pulumi.runtime.rpc.UNKNOWN: what check/diff see for inputs not known during preview.
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
 DEFAULT_TIMEOUT_S = 2400.0   # tens of minutes: big models download and load before /v1/models answers
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
-DEFAULT_CONCURRENCY = 4
 
 INPUT_DEFAULTS: dict[str, Any] = {
     "runtime": "vllm",
-    "kaito_version": load_catalog().default_helm_version,
+    "kaito_version": DEFAULT_KAITO_VERSION,
     "expected_model": None,
     "api_key": None,
     "timeout_s": DEFAULT_TIMEOUT_S,
     "request_timeout_s": DEFAULT_REQUEST_TIMEOUT_S,
-    "concurrency": DEFAULT_CONCURRENCY,
+    "concurrency": DEFAULT_CHECK_CONCURRENCY,
     "trigger": None,
     "pod_target": None,   # infra.pod_transport.PodTarget as a dict: check one pod through a port-forward
     "kubeconfig": None,   # secret; with pod_target only
@@ -105,8 +107,9 @@ class EndpointCheckProvider(ResourceProvider):
         failures: list[CheckFailure] = []
         url = inputs.get("base_url")
         if url is None:
-            failures.append(CheckFailure("base_url", "no endpoint address: the Service has none yet, or the endpoint is "
-                                         "internal; set kaito-aks:endpointCheck.url or endpointCheck.enabled: false"))
+            failures.append(CheckFailure("base_url", "no endpoint address: the Service has none yet, or the endpoint "
+                                         "is internal; set kaito-aks:endpointCheck.url or endpointCheck.enabled: "
+                                         "false"))
         elif url != UNKNOWN:
             try:
                 normalize_base_url(url)
@@ -132,8 +135,9 @@ class EndpointCheckProvider(ResourceProvider):
             failures.append(CheckFailure("kubeconfig", "a check through a port-forward needs the cluster's kubeconfig"))
         n = inputs["concurrency"]
         if _known(n) and not (isinstance(n, (int, float)) and not isinstance(n, bool) and float(n).is_integer()
-                              and 1 <= n <= 64):
-            failures.append(CheckFailure("concurrency", f"{n!r} must be an integer from 1 to 64"))
+                              and MIN_CHECK_CONCURRENCY <= n <= MAX_CHECK_CONCURRENCY):
+            failures.append(CheckFailure("concurrency", f"{n!r} must be an integer from {MIN_CHECK_CONCURRENCY} to "
+                                                        f"{MAX_CHECK_CONCURRENCY}"))
         return CheckResult(inputs, failures)
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> DiffResult:
@@ -240,13 +244,13 @@ class EndpointCheck(Resource, module="kaito", name="EndpointCheck"):
         resource_name: str,
         *,
         base_url: pulumi.Input[str | None],
-        runtime: pulumi.Input[str] = "vllm",
-        kaito_version: pulumi.Input[str] = INPUT_DEFAULTS["kaito_version"],
+        runtime: pulumi.Input[Runtime] = "vllm",
+        kaito_version: pulumi.Input[str] = DEFAULT_KAITO_VERSION,
         expected_model: pulumi.Input[str | None] = None,
         api_key: pulumi.Input[str | None] = None,
         timeout_s: pulumi.Input[float] = DEFAULT_TIMEOUT_S,
         request_timeout_s: pulumi.Input[float] = DEFAULT_REQUEST_TIMEOUT_S,
-        concurrency: pulumi.Input[int] = DEFAULT_CONCURRENCY,
+        concurrency: pulumi.Input[int] = DEFAULT_CHECK_CONCURRENCY,
         trigger: pulumi.Input[str | None] = None,
         pod_target: dict[str, Any] | None = None,
         kubeconfig: pulumi.Input[str] | None = None,

@@ -41,9 +41,16 @@ def apply(name: str, obj: dict, opts: pulumi.ResourceOptions) -> pulumi.CustomRe
     return cls(name, metadata=obj["metadata"], **kwargs, opts=opts)
 
 
-def load_balancer_address(service: pulumi.CustomResource) -> pulumi.Output:
+def apply_service(name: str, obj: dict, opts: pulumi.ResourceOptions) -> k8s.core.v1.Service:
+    """:func:`apply` for a Service manifest, typed as one (its ``status`` has the load balancer's address)."""
+    service = apply(name, obj, opts)
+    assert isinstance(service, k8s.core.v1.Service), f"{name}: a {obj['kind']} manifest, not a Service"
+    return service
+
+
+def load_balancer_address(service: k8s.core.v1.Service) -> pulumi.Output[str | None]:
     """The IP (or host name) Azure gave a LoadBalancer Service; None until it has one."""
-    def address(status) -> str | None:
+    def address(status: k8s.core.v1.outputs.ServiceStatus | None) -> str | None:
         ingress = status.load_balancer.ingress if status and status.load_balancer else None
         return (ingress[0].ip or ingress[0].hostname) if ingress else None
 

@@ -1,13 +1,15 @@
 """ModelDeployment: one model of the stack, one Workspace + one GPU pool + one endpoint Service per replica."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pulumi
+import pulumi_kubernetes
 
 from components import k8s
-from components.endpoint_check import EndpointCheck
 from components.cluster import KaitoCluster
+from components.endpoint_check import EndpointCheck
 from components.gpu_pool import GpuNodePool, GpuNodePoolArgs
 from components.options import child_opts
 from components.pool_readiness import PoolReadiness
@@ -23,9 +25,9 @@ class ReplicaResources:
     pool: GpuNodePool | None                    # None: KAITO provisions the nodes (pool_owner "kaito")
     nodes_ready: pulumi.Resource | None
     workspace: pulumi.CustomResource
-    service: pulumi.CustomResource              # the slot's endpoint Service: stable name and address
+    service: pulumi_kubernetes.core.v1.Service  # the slot's endpoint Service: stable name and address
     ready_check: EndpointCheck | None = None    # surge: the new Workspace's check, before the Service moves to it
-    url: pulumi.Output[str] | None = None       # direct endpoint (no gateway)
+    url: pulumi.Output[str | None] | None = None   # direct endpoint (no gateway); None until Azure gives an address
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ class ModelDeployment(pulumi.ComponentResource):
         # surge: the Service moves to the new Workspace only once it passed its check; recreate: a LoadBalancer is
         # awaited until it has ready endpoints, so it is created once the model serves
         service_after = [ready_check] if ready_check is not None else [workspace] if is_lb else depends_on
-        service = k8s.apply(f"{r.slot}-endpoint", service_obj, k8s_opts(depends_on=service_after))
+        service = k8s.apply_service(f"{r.slot}-endpoint", service_obj, k8s_opts(depends_on=service_after))
         k8s.apply(f"{r.workspace}-netpol", model_objects.inference_network_policy(r, plan, gateway_pod_labels),
                   k8s_opts(depends_on=depends_on))
         url = None

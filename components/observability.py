@@ -21,8 +21,9 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -58,11 +59,14 @@ class Observability(pulumi.ComponentResource):
 
         plan, rg = args.plan, args.resource_group_name
         child = lambda deps=(): child_opts(self, depends_on=deps)
-        client = None
-        if args.subscription_id is None or args.deployer_object_id is None:
+        subscription: pulumi.Input[str]
+        deployer: pulumi.Input[str]
+        if args.subscription_id is not None and args.deployer_object_id is not None:
+            subscription, deployer = args.subscription_id, args.deployer_object_id
+        else:   # the deploying identity's, for what isn't given
             client = authorization.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self))
-        subscription = args.subscription_id if args.subscription_id is not None else client.subscription_id
-        deployer = args.deployer_object_id if args.deployer_object_id is not None else client.object_id
+            subscription = args.subscription_id if args.subscription_id is not None else client.subscription_id
+            deployer = args.deployer_object_id if args.deployer_object_id is not None else client.object_id
 
         self.workspace = monitor.AzureMonitorWorkspace(f"{name}-amw", resource_group_name=rg,
                                                        **monitoring.workspace_args(plan), opts=child())
@@ -120,7 +124,7 @@ class Observability(pulumi.ComponentResource):
     def _kubernetes(self, plan: Plan, args: ObservabilityArgs, azure: list[pulumi.Resource]) -> list[pulumi.Resource]:
         """The monitors (custom resources of the managed Prometheus add-on: created after the data collection
         association, and after what they watch) and the scraper's NetworkPolicies."""
-        made = []
+        made: list[pulumi.Resource] = []
         for obj in monitoring.kubernetes_objects(plan):
             meta = obj["metadata"]
             name = f"obs-{obj['kind'].lower()}-{meta['name']}"

@@ -1,7 +1,9 @@
 """KaitoPlatform: the whole stack from its Plan -- cluster, namespace guardrails, models, gateway, checks."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 
@@ -20,8 +22,8 @@ from infra.render import gateway_objects, namespace_objects, nginx
 class StackSecrets:
     """Secret settings as Pulumi secret Outputs (None when not set)."""
 
-    hf_token: pulumi.Output | None = None
-    api_keys: pulumi.Output | None = None
+    hf_token: pulumi.Output[Any] | None = None
+    api_keys: pulumi.Output[Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,10 +101,12 @@ class KaitoPlatform(pulumi.ComponentResource):
             for rr in model.replicas:
                 r = rr.plan
                 # the public path, after the slot's Service (moved to a new Workspace in surge) and the gateway
+                url: pulumi.Input[str | None]
+                api_key: pulumi.Output[str] | None
+                deps: list[pulumi.Resource]
                 if self.gateway is not None:
                     base = pulumi.Output.from_input(settings.url) if settings.url else self.gateway.url
-                    prefix = nginx.replica_prefix(r.slot)
-                    url = base.apply(lambda b, p=prefix: f"{b.rstrip('/')}{p}" if b else None)
+                    url = base.apply(_under(nginx.replica_prefix(r.slot)))
                     api_key, deps = self.gateway.first_key, [self.gateway, rr.service, rr.workspace]
                 else:
                     url = pulumi.Output.from_input(settings.url) if settings.url else rr.url
@@ -127,9 +131,9 @@ class KaitoPlatform(pulumi.ComponentResource):
         for name, model in self.models.items():
             replicas = self.plan.replicas_of(name)
             first = replicas[0]
+            endpoint: pulumi.Output[str | None] | pulumi.Output[list[str]]
             if self.gateway is not None:
-                prefix = nginx.model_prefix(name)
-                endpoint = self.gateway.url.apply(lambda u, p=prefix: f"{u}{p}/v1" if u else None)
+                endpoint = self.gateway.url.apply(_under(f"{nginx.model_prefix(name)}/v1"))
             else:
                 endpoint = pulumi.Output.all(*[rr.url for rr in model.replicas]).apply(
                     lambda urls: [f"{u}/v1" for u in urls if u])
@@ -155,3 +159,8 @@ class KaitoPlatform(pulumi.ComponentResource):
             "usd_per_hour": self.plan.usd_per_hour,
             "kubeconfig": self.cluster.kubeconfig,
         }
+
+
+def _under(path: str) -> Callable[[str | None], str | None]:
+    """``base`` + ``path`` (a route under the gateway), or None while the base address is unknown."""
+    return lambda base: f"{base.rstrip('/')}{path}" if base else None

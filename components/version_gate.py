@@ -12,19 +12,38 @@ its clients inside the methods, keeps its own deadline, and the kubeconfig is a 
 from __future__ import annotations
 
 import uuid
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
-from infra.version_gate import DEPLOYMENT, NAMESPACE, WORKSPACE_CRD, VersionGateError, running_kaito, wait_for_version
+from infra.catalog import KaitoMode
+from infra.version_gate import (
+    DEPLOYMENT,
+    NAMESPACE,
+    WORKSPACE_CRD,
+    RunningKaito,
+    VersionGateError,
+    running_kaito,
+    wait_for_version,
+)
 
 DEFAULT_TIMEOUT_S = 1200.0      # the add-on's controller appears a few minutes after the cluster
 POLL_S = 10.0
 
 
-def read_running(kubeconfig: str, mode: str):
-    """The KAITO release the cluster runs (infra.version_gate.RunningKaito), read over the Kubernetes API."""
+def _kaito_mode(value: Any) -> KaitoMode:
+    """The resource's ``mode`` input (a plain string in the provider's props), as the mode it names."""
+    if value == "addon":
+        return "addon"
+    if value == "helm":
+        return "helm"
+    raise ValueError(f"mode {value!r} is neither addon nor helm")
+
+
+def read_running(kubeconfig: str, mode: KaitoMode) -> RunningKaito:
+    """The KAITO release the cluster runs, read over the Kubernetes API."""
     import yaml
     from kubernetes import client, config
     from kubernetes.client.exceptions import ApiException
@@ -42,7 +61,7 @@ def read_running(kubeconfig: str, mode: str):
     crds = api_client.sanitize_for_serialization(ext.list_custom_resource_definition(_request_timeout=30))
     names = [c["metadata"]["name"] for c in crds.get("items", []) if c["metadata"]["name"].endswith(".kaito.sh")]
     workspace = next((c for c in crds.get("items", []) if c["metadata"]["name"] == WORKSPACE_CRD), None)
-    return running_kaito(mode, deployment, names, workspace)  # type: ignore[arg-type]
+    return running_kaito(mode, deployment, names, workspace)
 
 
 class KaitoVersionGateProvider(ResourceProvider):
@@ -65,10 +84,9 @@ class KaitoVersionGateProvider(ResourceProvider):
 
     def _check(self, props: Mapping[str, Any]) -> dict[str, Any]:
 
-        mode, planned = str(props["mode"]), str(props["planned_version"])
+        mode, planned = _kaito_mode(props["mode"]), str(props["planned_version"])
         try:
-            running = wait_for_version(lambda: read_running(str(props["kubeconfig"]), mode), planned,
-                                       mode,  # type: ignore[arg-type]
+            running = wait_for_version(lambda: read_running(str(props["kubeconfig"]), mode), planned, mode,
                                        timeout_s=float(props.get("timeout_s") or DEFAULT_TIMEOUT_S), poll_s=POLL_S)
         except VersionGateError as err:
             raise Exception(f"KAITO version gate: {err}") from None
@@ -81,7 +99,7 @@ class KaitoVersionGate(Resource):
     running_version: pulumi.Output[str]
     evidence: pulumi.Output[str]
 
-    def __init__(self, resource_name: str, *, kubeconfig: pulumi.Input[str], mode: str, planned_version: str,
+    def __init__(self, resource_name: str, *, kubeconfig: pulumi.Input[str], mode: KaitoMode, planned_version: str,
                  timeout_s: float = DEFAULT_TIMEOUT_S, opts: pulumi.ResourceOptions | None = None) -> None:
         props = {"kubeconfig": pulumi.Output.secret(kubeconfig), "mode": mode, "planned_version": planned_version,
                  "timeout_s": timeout_s, "running_version": None, "evidence": None}

@@ -102,7 +102,8 @@ def validate_api_keys(keys: Any) -> list[str]:
         raise ApiKeysError(f"{SETTING} is empty; set at least one key ({_NEW_KEY})")
     if len(keys) > MAX_KEYS:
         raise ApiKeysError(f"{SETTING}: {len(keys)} keys; at most {MAX_KEYS}")
-    problems, first_index = [], {}
+    problems: list[str] = []
+    first_index: dict[str, int] = {}     # key -> the index it first appears at
     for index, key in enumerate(keys):
         where = f"{SETTING}[{index}]"
         if not isinstance(key, str):

@@ -132,20 +132,20 @@ import sys
 import time
 import traceback
 import urllib.parse
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NoReturn, Protocol, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal, NoReturn, Protocol
 
 from infra import cli_preflight
 from infra.api_keys import ApiKeysError, parse_api_keys
 from infra.errors import MAX_LINE_CHARS, UserError, bounded_line
-from infra.plan import build_plan
+from infra.plan import Plan, build_plan
 from infra.preflight import Report, read_azure
 from infra.settings import KNOWN_KEYS, PROJECT, PROJECT_DIR, SECRET_KEYS, settings_from_stack_config, stack_file
 from infra.stack_yaml import load_yaml_mapping, parse_yaml_text
 
-if TYPE_CHECKING:  # infra.plan is imported where a plan is built (offline_plan), not on every start
-    from infra.plan import Plan
-
-OPERATIONS = ("preview", "up", "destroy", "refresh", "outputs")
+Operation = Literal["preview", "up", "destroy", "refresh", "outputs"]
+RunResult = Literal["succeeded", "failed", "refused"]       # the summary's "result"
+OPERATIONS: tuple[Operation, ...] = ("preview", "up", "destroy", "refresh", "outputs")
 NEEDS_YES = ("up", "destroy")
 RUNS_PLAN = ("up", "preview")
 NEEDS_AZURE = ("preview", "up", "destroy", "refresh")
@@ -194,7 +194,7 @@ class StackOutput:
     secret: bool = False
 
 
-class OperationFailed(Exception):
+class OperationFailedError(Exception):
     """The engine ran and failed. ``str(err)`` is one line (secrets are scrubbed by the caller); ``detail`` is
     the command's whole output when there is one (redacted line by line, then its first error line is shown)."""
 
@@ -231,7 +231,7 @@ class ConfigChange:
 
 @dataclasses.dataclass(frozen=True)
 class Request:
-    operation: str
+    operation: Operation
     stack: str
     yes: bool = False
     confirm: str | None = None
@@ -524,7 +524,7 @@ def _config_of(doc: Mapping[str, Any] | None) -> dict[str, Any]:
     return {str(k): v for k, v in ((doc or {}).get("config") or {}).items()}
 
 
-def offline_plan(request: Request, doc: Mapping[str, Any] | None = None):
+def offline_plan(request: Request, doc: Mapping[str, Any] | None = None) -> Plan:
     """The plan ``up``/``preview`` would deploy; UserError (exit 2) with the plan's lines when it fails."""
 
     stack = request.short_stack
@@ -536,14 +536,14 @@ def offline_plan(request: Request, doc: Mapping[str, Any] | None = None):
                         f"one of: {', '.join(stacks) or 'none'}")
     merged = merged_config(request, doc)
     problems = _placeholder_problems(stack, merged)
+    refused = (f"{request.operation} {stack} refused: fix the lines above first "
+               f"(`python -m infra plan --stack {stack}` checks the settings offline)")
     try:
         plan = build_plan(settings_from_stack_config(stack, merged))
     except UserError as err:
-        problems = err.lines + problems
-        plan = None
+        raise UserError([*err.lines, *problems, refused]) from None
     if problems:
-        raise UserError(problems + [f"{request.operation} {stack} refused: fix the lines above first "
-                                    f"(`python -m infra plan --stack {stack}` checks the settings offline)"])
+        raise UserError([*problems, refused])
     return plan
 
 
@@ -570,11 +570,7 @@ def api_key_problems(request: Request, doc: Mapping[str, Any] | None, plan: Plan
         except ApiKeysError as err:
             return [f"{line} (in --secret-env apiKeys; not echoed)" for line in err.lines]
         return []
-    if key not in _config_of(doc):
-        return [f"{key}: the gateway (on for production stacks, or gateway.enabled) needs API keys; pass "
-                "--secret-env apiKeys=ENVVAR (a JSON list '[\"sk-...\"]'), or run `pulumi config set --secret "
-                "apiKeys ...` first"]
-    return []
+    return []   # not given here: set in the stack (encrypted: the program checks it), or the plan already refused
 
 
 def check_api_keys(request: Request, doc: Mapping[str, Any] | None, plan: Plan) -> None:
@@ -593,14 +589,14 @@ def _placeholder_problems(stack: str, config: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def plan_summary(plan) -> dict | None:
+def plan_summary(plan: Plan | None) -> dict[str, Any] | None:
     if plan is None:
         return None
     return {"usd_per_hour": plan.usd_per_hour, "usd_per_month": plan.usd_per_month,
             "kaito": {"mode": plan.kaito_mode, "version": plan.kaito_version}}
 
 
-def best_effort_plan(stack: str, doc: Mapping[str, Any] | None = None):
+def best_effort_plan(stack: str, doc: Mapping[str, Any] | None = None) -> Plan | None:
     """For ``outputs``: the runtimes of the models, when the stack file can still be planned (else None)."""
     try:
 
@@ -958,7 +954,7 @@ def _pieces(value: Any) -> set[str]:
 # ---------------------------------------------------------------------------------------------------------
 # Outputs -> endpoints and checks
 
-def endpoints(outputs: Mapping[str, Any], plan=None) -> list[dict[str, Any]]:
+def endpoints(outputs: Mapping[str, Any], plan: Plan | None = None) -> list[dict[str, Any]]:
     """One entry per endpoint URL of each model, from the (redacted) stack outputs."""
     models: dict = outputs["models"] if isinstance(outputs.get("models"), dict) else {}
     kaito: dict = outputs["kaito"] if isinstance(outputs.get("kaito"), dict) else {}
@@ -998,8 +994,8 @@ def endpoint_lines(entries: Sequence[Mapping[str, Any]]) -> list[str]:
 @dataclasses.dataclass
 class Summary:
     stack: str
-    operation: str
-    result: str = "refused"
+    operation: Operation
+    result: RunResult = "refused"
     errors: list[str] = dataclasses.field(default_factory=list)
     resource_changes: dict[str, int] = dataclasses.field(default_factory=dict)
     duration_seconds: float = 0.0
@@ -1031,7 +1027,7 @@ class Deps:
 
 
 def execute(request: Request, deps: Deps, summary: Summary, redactor: Redactor) -> None:
-    """Run ``request``; fills ``summary``. Raises UserError (refused / exit code) or OperationFailed."""
+    """Run ``request``; fills ``summary``. Raises UserError (refused / exit code) or OperationFailedError."""
     op = request.operation
     doc = read_stack_file(request.short_stack)  # every operation: a stack file that can't be used is one line
     plan = offline_plan(request, doc) if op in RUNS_PLAN else None
@@ -1040,6 +1036,7 @@ def execute(request: Request, deps: Deps, summary: Summary, redactor: Redactor) 
         check_api_keys(request, doc, plan)
     pulumi = check_environment(request, deps, doc)
     if op in RUNS_AZURE_PREFLIGHT:
+        assert plan is not None, "the operations that run the Azure preflight are planned first (RUNS_PLAN)"
         azure_preflight(request, deps, doc, plan, summary, redactor)
     else:
         summary.preflight["skipped_because"] = f"{op}: only preview and up run it"
@@ -1071,7 +1068,7 @@ def open_stack(request: Request, deps: Deps, doc: Mapping[str, Any] | None = Non
     return stack
 
 
-def run_operation(stack: StackApi, op: str, deps: Deps, redactor: Redactor) -> dict[str, int]:
+def run_operation(stack: StackApi, op: Operation, deps: Deps, redactor: Redactor) -> dict[str, int]:
     """Install the plugins, run ``op`` streaming the engine's (redacted) output; the resource changes."""
     for name, version in required_plugins():
         stack.install_plugin(name, version)
@@ -1188,7 +1185,7 @@ def run(argv: Sequence[str] | None = None, deps: Deps | None = None, prog: str =
         code = err.exit_code
         summary.result = "refused" if code == 2 else "failed"
         summary.errors = [redactor.text(line) for line in err.lines]
-    except OperationFailed as err:
+    except OperationFailedError as err:
         code = 1
         summary.result = "failed"
         shown = first_error_line_redacted(err.detail, redactor) if err.detail else str(err)
@@ -1243,8 +1240,8 @@ def write_summary(path: pathlib.Path, summary: Summary, deps: Deps) -> int:
 def first_error_line(text: str) -> str:
     """The most useful single line of a failed pulumi command's output."""
     # str(CommandError) is "\n code: N\n stdout: ...\n stderr: ..."
-    lines = [re.sub(r"^(stdout|stderr):\s*", "", l.strip()) for l in text.splitlines()]
-    lines = [l for l in lines if l and not re.fullmatch(r"code: -?\d+", l)]
+    lines = [re.sub(r"^(stdout|stderr):\s*", "", raw.strip()) for raw in text.splitlines()]
+    lines = [line for line in lines if line and not re.fullmatch(r"code: -?\d+", line)]
     for line in lines:
         if line.startswith("error:"):
             return line.removeprefix("error:").strip()
@@ -1342,7 +1339,7 @@ class _AutomationStack:
 
 
 def call_translating_errors(fn: Callable[[], Any], auto: Any, stack_name: str) -> Any:
-    """pulumi.automation errors -> UserError / OperationFailed with one line each."""
+    """pulumi.automation errors -> UserError / OperationFailedError with one line each."""
     try:
         return fn()
     except auto.ConcurrentUpdateError:
@@ -1350,7 +1347,7 @@ def call_translating_errors(fn: Callable[[], Any], auto: Any, stack_name: str) -
                         "killed run: `pulumi cancel` on Pulumi Cloud, or delete the stack's entry under "
                         ".pulumi/locks/ in a DIY backend)", exit_code=1) from None
     except auto.CommandError as e:
-        raise OperationFailed(first_error_line(str(e)), detail=str(e)) from None
+        raise OperationFailedError(first_error_line(str(e)), detail=str(e)) from None
 
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from infra.catalog import Catalog, KaitoRelease
 from infra.models import ResolveError, resolve
-from infra.sizing import SizingError, SizingRequest, choose
+from infra.sizing import MemorySource, SizingError, SizingRequest, choose
 
 NODES = {
     "reuse-by-instance-type": "reuses kaito-aks's pool (labels + instance type)",
@@ -17,7 +17,7 @@ NODES = {
 }
 
 
-def modes(catalog: Catalog) -> list[tuple[str, KaitoRelease, str]]:
+def modes(catalog: Catalog) -> list[tuple[str, KaitoRelease, MemorySource]]:
     """(column title, release, memory source) for the README's seed-model table."""
     assert catalog.addon_default is not None
     first_addon = catalog.release(catalog.known_versions[0])

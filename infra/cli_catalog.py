@@ -12,7 +12,7 @@ from infra.catalog_report import TABLES
 from infra.errors import UserError, bounded_repr
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("catalog", help="print what the catalog knows (KAITO releases, what each accepts), or refresh "
                                        "its regional GPU prices",
                        description="Print a table generated from the catalog (the README embeds these), or rebuild "

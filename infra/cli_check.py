@@ -15,16 +15,25 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
-from infra.catalog import load_catalog
-from infra.endpoint import EndpointCheckError, Scrubber, api_key_problem, check_endpoint, summarize
+from infra.endpoint import (
+    DEFAULT_KAITO_VERSION,
+    MAX_REQUEST_TIMEOUT_S,
+    MAX_TIMEOUT_S,
+    RUNTIMES,
+    EndpointCheckError,
+    Scrubber,
+    api_key_problem,
+    check_endpoint,
+    summarize,
+)
 from infra.errors import MAX_LINE_CHARS, UserError
+from infra.settings import DEFAULT_CHECK_CONCURRENCY, MAX_CHECK_CONCURRENCY, MIN_CHECK_CONCURRENCY
 
 MAX_ECHO = 40        # characters of a bad argument quoted back
 MAX_LINE = MAX_LINE_CHARS   # any line this command prints on stderr (400)
-MAX_TIMEOUT_S = 86_400.0           # same bounds as infra.endpoint (not imported here: it pulls in requests)
-MAX_REQUEST_TIMEOUT_S = 3_600.0
 
 
 def _echo(text: str) -> str:
@@ -32,7 +41,7 @@ def _echo(text: str) -> str:
     return repr(text) if len(text) <= MAX_ECHO else repr(text[:MAX_ECHO]) + "..."
 
 
-def _seconds(most: float):
+def _seconds(most: float) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             v = float(text)
@@ -56,8 +65,9 @@ def _concurrency(text: str) -> int:
         v = None
     if v is None:
         raise argparse.ArgumentTypeError(f"{_echo(text)} is not an integer")
-    if not 1 <= v <= 64:
-        raise argparse.ArgumentTypeError(f"{_echo(text)} must be from 1 to 64")
+    if not MIN_CHECK_CONCURRENCY <= v <= MAX_CHECK_CONCURRENCY:
+        raise argparse.ArgumentTypeError(
+            f"{_echo(text)} must be from {MIN_CHECK_CONCURRENCY} to {MAX_CHECK_CONCURRENCY}")
     return v
 
 
@@ -79,7 +89,7 @@ class _RefuseKeyOption(argparse.Action):
                      "environment variable and pass its name with --api-key-env VAR")
 
 
-def _one_line_error(parser: argparse.ArgumentParser):
+def _one_line_error(parser: argparse.ArgumentParser) -> Callable[[str], NoReturn]:
     """argparse errors as one bounded line (no usage block), exit 2."""
     def error(message: str) -> NoReturn:
         line = " ".join(f"{parser.prog}: error: {message} (see --help)".split())
@@ -87,31 +97,33 @@ def _one_line_error(parser: argparse.ArgumentParser):
     return error
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "check-endpoint", help="check a deployed model endpoint (ready, served model, chat, stream, load)",
         description="Wait until the endpoint is ready, read the served model from /v1/models, send deterministic "
                     "chat/completion/stream requests and a short concurrency probe. Exit 0 = passed, 1 = failed, "
                     "2 = bad arguments.",
         allow_abbrev=False)  # `--api-key sk-...` must not be taken for --api-key-env
-    p.error = _one_line_error(p)  # type: ignore[method-assign]
+    # this subcommand's own error line (argparse makes every subparser of the CLI's class): mypy types an instance's
+    # method as the class's unbound function, which no replacement matches
+    p.error = _one_line_error(p)  # type: ignore[assignment]
     p.add_argument("--url", required=True,
                    help="server root, e.g. http://10.0.0.9 or a gateway prefix http://gw/phi3 (a trailing /v1 is "
                         "ignored)")
     p.add_argument("--api-key", "--key", "--token", nargs="?", action=_RefuseKeyOption, help=argparse.SUPPRESS)
     p.add_argument("--model", help="the model the endpoint must serve (as /v1/models lists it)")
-    p.add_argument("--runtime", choices=("vllm", "transformers"), default="vllm", help="KAITO runtime (default vllm)")
-    default_version = load_catalog().default_helm_version
-    p.add_argument("--kaito-version", default=default_version,
-                   help=f"KAITO version, decides the API surface (default {default_version})")
+    p.add_argument("--runtime", choices=RUNTIMES, default="vllm", help="KAITO runtime (default vllm)")
+    p.add_argument("--kaito-version", default=DEFAULT_KAITO_VERSION,
+                   help=f"KAITO version, decides the API surface (default {DEFAULT_KAITO_VERSION})")
     p.add_argument("--api-key-env", type=_env_var_name, metavar="VAR",
                    help="read the API key (sent as a Bearer token) from this environment variable")
     p.add_argument("--timeout", type=_seconds(MAX_TIMEOUT_S), default=600.0, metavar="SECONDS",
                    help=f"deadline for the whole check, waiting included (default 600, at most {MAX_TIMEOUT_S:g})")
     p.add_argument("--request-timeout", type=_seconds(MAX_REQUEST_TIMEOUT_S), default=30.0, metavar="SECONDS",
                    help=f"bound for one request (default 30, at most {MAX_REQUEST_TIMEOUT_S:g})")
-    p.add_argument("--concurrency", type=_concurrency, default=4, metavar="N",
-                   help="parallel requests in the load probe (default 4)")
+    p.add_argument("--concurrency", type=_concurrency, default=DEFAULT_CHECK_CONCURRENCY, metavar="N",
+                   help=f"parallel requests in the load probe (default {DEFAULT_CHECK_CONCURRENCY}, "
+                        f"at most {MAX_CHECK_CONCURRENCY})")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="print progress (waiting, retries) on stderr")
     p.set_defaults(handler=run)

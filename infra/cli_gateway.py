@@ -23,10 +23,11 @@ from infra.settings import load_stack_file
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("gateway-secret", help="print the gateway's API-keys Secret (for plan --manifests users)",
                        description="Print the gateway's API-keys Secret as YAML, from keys in the kaito-aks:apiKeys "
-                                   "format (a JSON list, or comma/newline-separated) read from an environment variable.")
+                                   "format (a JSON list, or comma/newline-separated) read from an environment "
+                                   "variable.")
     p.add_argument("--stack", required=True, help="stack name (reads Pulumi.<stack>.yaml)")
     p.add_argument("--file", help="stack file to read instead of Pulumi.<stack>.yaml")
     p.add_argument("--api-keys-env", required=True, metavar="VAR", help="environment variable holding the keys")
@@ -53,7 +54,8 @@ def read_keys(var: str) -> list[str]:
 def run_secret(args: argparse.Namespace) -> int:
     plan = build_plan(load_stack_file(args.stack, args.file))
     if not plan.settings.gateway_enabled:
-        raise UserError(f"gateway-secret: stack {args.stack} has no gateway (gateway.enabled is off), so no keys Secret")
+        raise UserError(f"gateway-secret: stack {args.stack} has no gateway (gateway.enabled is off), so no keys "
+                        "Secret")
     keys = read_keys(args.api_keys_env)
     secret = gateway_objects.keys_secret_from_setting(plan, json.dumps(keys))
     sys.stdout.write(yaml.safe_dump(secret, sort_keys=False))

@@ -6,14 +6,13 @@ import json
 import pathlib
 import sys
 
-from infra import names
 from infra.errors import UserError
 from infra.plan import HOURS_PER_MONTH, Plan, build_plan
 from infra.render.stack_objects import write_manifests
 from infra.settings import load_stack_file
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plan", help="show the deployment plan of a stack (offline)",
                        description="Show what a stack would deploy, why each GPU size was chosen and its cost.")
     p.add_argument("--stack", required=True, help="stack name (reads Pulumi.<stack>.yaml)")
@@ -61,9 +60,12 @@ def rollout_line(plan: Plan) -> str:
 def upgrade_line(plan: Plan) -> str:
     up = plan.upgrades()
     window = up["maintenance_window"]
-    when = (f"in the maintenance window, {window['day_of_week']}s {window['start_time']} (UTC{window['utc_offset']}) "
-            f"for {window['duration_hours']} h" + (f" every {window['interval_weeks']} weeks" if window["interval_weeks"] > 1 else "")
-            if window else "at any time (no maintenance window: set cluster.maintenanceWindow)")
+    if window:
+        every = f" every {window['interval_weeks']} weeks" if window["interval_weeks"] > 1 else ""
+        when = (f"in the maintenance window, {window['day_of_week']}s {window['start_time']} "
+                f"(UTC{window['utc_offset']}) for {window['duration_hours']} h{every}")
+    else:
+        when = "at any time (no maintenance window: set cluster.maintenanceWindow)"
     return (f"Upgrades: GPU pools one node at a time without a surge node (maxSurge {up['gpu_pool_max_surge']}), so no "
             f"GPU quota beyond the above; a replica is down while its node is reimaged; {when}")
 
@@ -77,13 +79,14 @@ def render_table(plan: Plan) -> str:
         if r.resolution == "generic-hf":
             model += " (HF)"
         rows.append((
-            r.slot if r.workspace == r.slot else f"{r.slot} ({r.workspace})", model, r.runtime, f"{r.kaito_version} {r.kaito_mode}", r.instance_type + (" spot" if r.spot else ""),
+            r.slot if r.workspace == r.slot else f"{r.slot} ({r.workspace})", model, r.runtime,
+            f"{r.kaito_version} {r.kaito_mode}", r.instance_type + (" spot" if r.spot else ""),
             f"{r.nodes} x {r.gpus_per_node}", f"{r.gpu_memory_required_gib:.0f}/{r.gpu_memory_available_gib:.0f}",
             f"{r.usd_per_hour:.3f}",
         ))
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]   # every row has every column
     line = lambda cells: "  ".join(str(c).ljust(w) if i < len(cells) - 1 else str(c).rjust(w)
-                                   for i, (c, w) in enumerate(zip(cells, widths)))
+                                   for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
     out = [f"Stack {plan.stack}: KAITO {plan.kaito_version} ({plan.kaito_mode}), "
            f"cluster {plan.settings.cluster_name} in {plan.settings.cluster.location}"]
     if plan.kaito_version_source != "stack":
@@ -105,9 +108,9 @@ def render_table(plan: Plan) -> str:
         out.append(f"  {name}: {first.reason}")
         if first.max_model_len:
             out.append(f"    max-model-len {first.max_model_len} ({first.max_model_len_source})")
-        if first.inference_config is not None:
+        if first.inference_config is not None and first.config_map is not None:
             flags = ", ".join(f"{k} {v}" for k, v in first.inference_config["vllm"].items())
-            out.append(f"    inference config {names.config_map_name(first.workspace, first.config_hash)}: vllm {flags} "
+            out.append(f"    inference config {first.config_map}: vllm {flags} "
                        "(KAITO's template for the version, with the plan's flags)")
         if first.alternatives:
             alts = ", ".join(f"{a.nodes} x {a.instance_type} ${a.usd_per_hour:.3f}" for a in first.alternatives[:3])

@@ -60,18 +60,23 @@ import re
 import statistics
 import time
 import urllib.parse
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Iterable
+from typing import Any, Literal
 
 import requests
 
-from infra.catalog import UnknownKaitoVersion, load_catalog
+from infra.catalog import Runtime, UnknownKaitoVersionError, load_catalog
 from infra.errors import MAX_LINE_CHARS as _PROJECT_MAX_LINE
+from infra.settings import DEFAULT_CHECK_CONCURRENCY, MAX_CHECK_CONCURRENCY, MIN_CHECK_CONCURRENCY
 
 logger = logging.getLogger(__name__)
 
-RUNTIMES = ("vllm", "transformers")
-DEFAULT_KAITO_VERSION = load_catalog().default_helm_version  # the chart kaito-aks installs by default
+RUNTIMES: tuple[Runtime, ...] = ("vllm", "transformers")
+# The KAITO version whose API surface a check assumes when it is told none (check-endpoint --kaito-version, the
+# EndpointCheck resource): the chart kaito-aks installs by default (infra/catalog/kaito.yaml)
+DEFAULT_KAITO_VERSION = load_catalog().default_helm_version
+ApiName = Literal["openai", "openai-chat", "kaito-chat"]
 RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 BACKOFF_BASE_S = 0.25           # first retry delay (before jitter)
 BACKOFF_CAP_S = 2.0             # longest delay between attempts: a ready server is noticed within ~2 s
@@ -114,9 +119,9 @@ class EndpointResult:
     """What a passing check found. All durations are wall-clock; ``*_ms`` are milliseconds."""
 
     url: str                         # the base URL checked (credentials in it, if any, redacted)
-    runtime: str
+    runtime: Runtime
     kaito_version: str
-    api: str                         # "openai" | "openai-chat" | "kaito-chat" (see api_surface)
+    api: ApiName                     # see api_surface
     model: str | None                # the served model name used for the requests (None: the API lists none)
     models_served: tuple[str, ...]   # everything GET /v1/models listed
     model_verified: bool             # an expected model was given and found in the list
@@ -171,7 +176,8 @@ class EndpointCheckError(Exception):
         return (_rebuild_error, (self.url, self.step, self.reason, self.status, self.body_excerpt, self.elapsed_s))
 
 
-def _rebuild_error(url: str, step: str, reason: str, status: int | None, body: str, elapsed: float) -> EndpointCheckError:
+def _rebuild_error(url: str, step: str, reason: str, status: int | None, body: str,
+                   elapsed: float) -> EndpointCheckError:
     return EndpointCheckError(url, step, reason, status=status, body_excerpt=body, elapsed_s=elapsed)
 
 
@@ -185,7 +191,7 @@ class InvalidRequestError(ValueError):
 # ---------------------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class ApiSurface:
-    name: str
+    name: ApiName
     models: bool         # GET /v1/models
     chat: bool           # POST /v1/chat/completions
     completions: bool    # POST /v1/completions
@@ -205,21 +211,28 @@ def parse_kaito_version(version: str) -> tuple[int, int, int]:
     return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
 
 
+def known_runtime(runtime: str) -> Runtime:
+    """``runtime`` as the KAITO runtime it names, or ValueError."""
+    for known in RUNTIMES:
+        if runtime == known:
+            return known
+    raise ValueError(f"runtime {_printable(repr(runtime), 60)} is not one of {', '.join(RUNTIMES)}")
+
+
 def api_surface(runtime: str, kaito_version: str) -> ApiSurface:
     """What the runtime serves in that KAITO version (docs/kaito-runtime.md#api-surface-per-runtime-and-release).
 
     vLLM serves OpenAI's API in every release; what the transformers runtime serves is the release's
     ``transformers_api`` in the catalog (KAITO's own ``/chat`` up to 0.8, OpenAI chat from 0.9).
     """
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime {_printable(repr(runtime), 60)} is not one of {', '.join(RUNTIMES)}")
+    known = known_runtime(runtime)
     major, minor, patch = parse_kaito_version(kaito_version)
-    if runtime == "vllm":
+    if known == "vllm":
         return OPENAI  # vllm.entrypoints.openai.api_server in every KAITO release since 0.4
     catalog = load_catalog()
     try:
         release = catalog.release(f"{major}.{minor}.{patch}")
-    except UnknownKaitoVersion as e:
+    except UnknownKaitoVersionError as e:
         newest = catalog.releases[catalog.known_versions[-1]]
         if (major, minor, patch) <= parse_kaito_version(newest.version):
             raise ValueError(f"the transformers runtime's API: {e}") from None
@@ -255,7 +268,7 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if when is None:
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=_dt.timezone.utc)
+        when = when.replace(tzinfo=_dt.UTC)
     now_ts = time.time() if now is None else now
     return min(max(0.0, when.timestamp() - now_ts), RETRY_AFTER_CAP_S)
 
@@ -686,7 +699,8 @@ def consume_chat_stream(chunks: Iterable[bytes], clock: Callable[[], float] = ti
     if s.chunks == 0:
         raise SSEError("the stream carried no chat.completion.chunk event")
     if not s.done and s.finish_reason is None:
-        raise SSEError(f"the stream ended after {s.chunks} chunk(s) without a finish_reason or data: [DONE] (truncated)")
+        raise SSEError(f"the stream ended after {s.chunks} chunk(s) without a finish_reason or data: [DONE] "
+                       "(truncated)")
     return s
 
 
@@ -785,7 +799,7 @@ def missing_model_reason(expected: str, served: tuple[str, ...]) -> str:
 # ---------------------------------------------------------------------------------------------------------
 # HTTP with a deadline
 # ---------------------------------------------------------------------------------------------------------
-class _Transient(Exception):
+class _TransientError(Exception):
     """A failure worth retrying until the deadline (network, truncation, 429/502/503/504)."""
 
     def __init__(self, problem: str, status: int | None = None, body: str = "", wait_s: float | None = None):
@@ -796,7 +810,7 @@ class _Transient(Exception):
         self.wait_s = wait_s
 
 
-class _Fatal(Exception):
+class _FatalError(Exception):
     """A failure that retrying won't fix; raised as EndpointCheckError by the caller."""
 
     def __init__(self, reason: str, status: int | None = None, body: str = ""):
@@ -833,9 +847,11 @@ def _describe_exception(e: BaseException) -> str:
         return "connect timed out"
     if isinstance(e, (requests.exceptions.ReadTimeout, TimeoutError)):
         return "read timed out"
-    for needle, short in (("Connection refused", "connection refused"), ("Name or service not known", "DNS lookup failed"),
+    for needle, short in (("Connection refused", "connection refused"),
+                          ("Name or service not known", "DNS lookup failed"),
                           ("nodename nor servname", "DNS lookup failed"), ("Connection reset", "connection reset"),
-                          ("IncompleteRead", "response body truncated"), ("RemoteDisconnected", "server closed the connection"),
+                          ("IncompleteRead", "response body truncated"),
+                          ("RemoteDisconnected", "server closed the connection"),
                           ("Connection aborted", "connection aborted"), ("No route to host", "no route to host"),
                           ("timed out", "read timed out")):
         if needle in text:
@@ -921,7 +937,7 @@ class _Checker:
         url = self.root + path
         self.step = step
         attempt = 0
-        last: _Transient | None = None
+        last: _TransientError | None = None
         last_logged = -math.inf
         while True:
             remaining = self.deadline - self.clock()
@@ -932,11 +948,11 @@ class _Checker:
             sent = self.clock()
             try:
                 return self._once(method, url, body, per_request, sent, consume)
-            except _Fatal as f:
+            except _FatalError as f:
                 raise self.error(step, f"{method} {path}: {f.reason}", f.status, f.body) from None
             except InvalidRequestError as e:  # a request that can't be sent: an argument problem, never retried
                 raise InvalidRequestError(self.clean(f"{self.shown_url}: step '{step}': {e}", MAX_LINE_CHARS)) from None
-            except _Transient as t:
+            except _TransientError as t:
                 last = t
             attempt += 1
             wait = backoff_delay(attempt - 1, self.rng) if last.wait_s is None else last.wait_s
@@ -948,7 +964,7 @@ class _Checker:
                          f"{self.elapsed():.1f} s elapsed, retrying in {wait:.1f} s")
             self.sleep(wait)
 
-    def _deadline_error(self, step: str, path: str, last: _Transient | None) -> EndpointCheckError:
+    def _deadline_error(self, step: str, path: str, last: _TransientError | None) -> EndpointCheckError:
         what = last.problem if last else "no attempt fitted in the time left"
         reason = f"not answering after the {self.timeout_s:g} s deadline ({path}: {what})"
         return self.error(step, reason, last.status if last else None, last.body if last else "")
@@ -961,7 +977,7 @@ class _Checker:
         except _UNSENDABLE as e:
             raise InvalidRequestError(_unsendable_reason(e)) from None
         except requests.exceptions.RequestException as e:
-            raise _Transient(_describe_exception(e)) from None
+            raise _TransientError(_describe_exception(e)) from None
         except (ValueError, TypeError, OverflowError) as e:  # urllib3/http.client refusing a URL, header or timeout
             raise InvalidRequestError(_unsendable_reason(e)) from None
         request_deadline = sent + per_request
@@ -972,11 +988,12 @@ class _Checker:
                 if status in RETRYABLE_STATUSES:
                     retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                     problem = f"HTTP {status}" + (f", Retry-After {retry_after:g} s" if retry_after is not None else "")
-                    raise _Transient(problem, status, raw.decode("utf-8", "replace"), retry_after)
+                    raise _TransientError(problem, status, raw.decode("utf-8", "replace"), retry_after)
                 hint = _HINTS.get(status, "")
                 if 300 <= status < 400:  # not followed: a redirect must not carry the API key elsewhere
                     hint = f"redirected to {redact_url(resp.headers.get('Location', '?'))}: check that URL instead"
-                raise _Fatal(f"HTTP {status}" + (f" ({hint})" if hint else ""), status, raw.decode("utf-8", "replace"))
+                raise _FatalError(f"HTTP {status}" + (f" ({hint})" if hint else ""), status,
+                                  raw.decode("utf-8", "replace"))
             if consume is not None:
                 value = consume(resp, request_deadline, sent)
                 return _Reply(status, b"", self.clock() - sent, value)
@@ -996,15 +1013,15 @@ class _Checker:
                 if size >= limit:
                     if lenient:
                         break
-                    raise _Fatal(f"response body larger than {limit} bytes", resp.status_code)
-        except _Transient as t:
+                    raise _FatalError(f"response body larger than {limit} bytes", resp.status_code)
+        except _TransientError as t:
             if not lenient:  # keep what did arrive: the excerpt shows where the body was cut
-                raise _Transient(t.problem, t.status, b"".join(chunks).decode("utf-8", "replace")) from None
+                raise _TransientError(t.problem, t.status, b"".join(chunks).decode("utf-8", "replace")) from None
         body = b"".join(chunks)
         declared = resp.headers.get("Content-Length")
         if not lenient and declared and declared.isdigit() and len(declared) <= 18 \
                 and "Content-Encoding" not in resp.headers and len(body) < int(declared):
-            raise _Transient(f"response body truncated ({len(body)} of {declared} bytes)", resp.status_code,
+            raise _TransientError(f"response body truncated ({len(body)} of {declared} bytes)", resp.status_code,
                              body.decode("utf-8", "replace"))
         return body
 
@@ -1012,11 +1029,11 @@ class _Checker:
         raw = resp.raw
         while True:
             if self.clock() > request_deadline:
-                raise _Transient(f"response not complete within {self.request_timeout_s:g} s", resp.status_code)
+                raise _TransientError(f"response not complete within {self.request_timeout_s:g} s", resp.status_code)
             try:
                 chunk = raw.read1(65536, decode_content=True)  # gateways may gzip JSON
             except Exception as e:  # urllib3 ProtocolError/ReadTimeoutError, socket errors
-                raise _Transient(_describe_exception(e), resp.status_code) from None
+                raise _TransientError(_describe_exception(e), resp.status_code) from None
             if not chunk:
                 return
             yield chunk
@@ -1052,20 +1069,22 @@ def _seconds_problem(value: Any, most: float) -> str | None:
 
 
 def validate_arguments(*, runtime: str, kaito_version: str, timeout_s: float, request_timeout_s: float,
-                       concurrency: int, expected_model: str | None = None) -> ApiSurface:
-    """The API surface, or ValueError (one bounded line) for an argument no retry can fix."""
+                       concurrency: int, expected_model: str | None = None) -> tuple[Runtime, ApiSurface]:
+    """The runtime and its API surface, or ValueError (one bounded line) for an argument no retry can fix."""
     surface = api_surface(runtime, kaito_version)
     for what, value, most in (("timeout", timeout_s, MAX_TIMEOUT_S),
                               ("request timeout", request_timeout_s, MAX_REQUEST_TIMEOUT_S)):
         problem = _seconds_problem(value, most)
         if problem:
             raise ValueError(f"{what} {_printable(repr(value), 40)} {problem}")
-    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 64:
-        raise ValueError(f"concurrency {_printable(repr(concurrency), 40)} must be an integer from 1 to 64")
+    if (not isinstance(concurrency, int) or isinstance(concurrency, bool)
+            or not MIN_CHECK_CONCURRENCY <= concurrency <= MAX_CHECK_CONCURRENCY):
+        raise ValueError(f"concurrency {_printable(repr(concurrency), 40)} must be an integer from "
+                         f"{MIN_CHECK_CONCURRENCY} to {MAX_CHECK_CONCURRENCY}")
     if expected_model is not None and not (
             isinstance(expected_model, str) and 0 < len(expected_model) <= 512 and expected_model.isprintable()):
         raise ValueError(f"expected model {_printable(repr(expected_model), 80)} must be 1 to 512 printable characters")
-    return surface
+    return known_runtime(runtime), surface
 
 
 def check_endpoint(
@@ -1077,7 +1096,7 @@ def check_endpoint(
     api_key: str | None = None,
     timeout_s: float = 600.0,
     request_timeout_s: float = 30.0,
-    concurrency: int = 4,
+    concurrency: int = DEFAULT_CHECK_CONCURRENCY,
     session: requests.Session | None = None,
     log: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
@@ -1093,7 +1112,7 @@ def check_endpoint(
     key_text = api_key if isinstance(api_key, str) else None
     scrub = Scrubber(key_text, key_text.strip() if key_text else None)
     try:
-        surface = validate_arguments(runtime=runtime, kaito_version=kaito_version, timeout_s=timeout_s,
+        known, surface = validate_arguments(runtime=runtime, kaito_version=kaito_version, timeout_s=timeout_s,
                                      request_timeout_s=request_timeout_s, concurrency=concurrency,
                                      expected_model=expected_model)
         root, notes = normalize_base_url(base_url)
@@ -1104,7 +1123,7 @@ def check_endpoint(
     c = _Checker(root, api_key=api_key or None, timeout_s=timeout_s, request_timeout_s=request_timeout_s,
                  session=session, log=log, clock=clock, sleep=sleep, rng=random.Random(seed))
     try:
-        return _run(c, surface, runtime=runtime, kaito_version=kaito_version, expected_model=expected_model,
+        return _run(c, surface, runtime=known, kaito_version=kaito_version, expected_model=expected_model,
                     concurrency=concurrency, notes=notes)
     except (EndpointCheckError, InvalidRequestError):
         raise
@@ -1114,7 +1133,7 @@ def check_endpoint(
         c.close()
 
 
-def _run(c: _Checker, surface: ApiSurface, *, runtime: str, kaito_version: str, expected_model: str | None,
+def _run(c: _Checker, surface: ApiSurface, *, runtime: Runtime, kaito_version: str, expected_model: str | None,
          concurrency: int, notes: list[str]) -> EndpointResult:
     checks: list[str] = []
     c.log(f"checking {c.shown_url} (runtime {runtime}, KAITO {kaito_version}, API {surface.name}, "
@@ -1186,7 +1205,7 @@ def _run(c: _Checker, surface: ApiSurface, *, runtime: str, kaito_version: str, 
         model_verified=verified, checks=tuple(checks), latency_ms=latency_ms,
         ttft_ms=ttft_ms, tokens_per_s=tps, p50_ms=p50, p95_ms=p95, concurrency=concurrency,
         sample_text=c.clean(sample, SAMPLE_CHARS), ready_after_s=ready_after, elapsed_s=c.elapsed(),
-        checked_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        checked_at=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         notes=tuple(c.clean(n, MAX_LINE_CHARS) for n in notes),
     )
     c.log(f"passed: {', '.join(checks)} in {result.elapsed_s:.1f} s")
@@ -1220,12 +1239,12 @@ def _stream_check(c: _Checker, model: str | None) -> StreamSummary:
     def consume(resp: requests.Response, request_deadline: float, sent: float) -> StreamSummary:
         ctype = resp.headers.get("Content-Type", "")
         if "text/event-stream" not in ctype:
-            raise _Fatal(f"streamed chat answered Content-Type {ctype!r}, expected text/event-stream",
+            raise _FatalError(f"streamed chat answered Content-Type {ctype!r}, expected text/event-stream",
                          resp.status_code, "")
         try:  # TTFT is measured from when this attempt's request was sent
             return consume_chat_stream(c.iter_raw(resp, request_deadline), clock=c.clock, started=sent)
         except SSEError as e:
-            raise _Fatal(f"malformed stream: {e}", resp.status_code, "") from None
+            raise _FatalError(f"malformed stream: {e}", resp.status_code, "") from None
 
     reply = c.call("stream", "POST", "/v1/chat/completions", _chat_body(model, MAX_TOKENS, stream=True),
                    consume=consume)

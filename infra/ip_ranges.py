@@ -7,14 +7,16 @@ of IPv4 too. :func:`breadth_problem` judges the union of the ranges, in addresse
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, Union
+from collections.abc import Iterable
+from typing import TypeVar
 
-Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+# One IP version at a time: ipaddress.collapse_addresses refuses to mix IPv4 and IPv6 networks.
+Network = TypeVar("Network", ipaddress.IPv4Network, ipaddress.IPv6Network)
 
 # Address space that is not "the internet": private, shared (CGNAT), loopback and link-local.
-NON_PUBLIC_V4 = tuple(ipaddress.ip_network(n) for n in (
+NON_PUBLIC_V4 = tuple(ipaddress.IPv4Network(n) for n in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16"))
-NON_PUBLIC_V6 = tuple(ipaddress.ip_network(n) for n in ("fc00::/7", "fe80::/10", "::1/128"))
+NON_PUBLIC_V6 = tuple(ipaddress.IPv6Network(n) for n in ("fc00::/7", "fe80::/10", "::1/128"))
 # The widest public ranges one stack may admit without access.allowAnySource: a /8 of IPv4 (16.7 million
 # addresses, a whole cloud provider's allocation) and a /32 of IPv6 (a whole ISP's allocation).
 MAX_PUBLIC_V4 = 2 ** 24
@@ -46,7 +48,7 @@ def ipv4_inside(net: ipaddress.IPv6Network) -> list[ipaddress.IPv4Network]:
 
 def _public_size(nets: Iterable[Network], non_public: tuple[Network, ...]) -> int:
     """Addresses in the union of ``nets`` outside ``non_public``."""
-    collapsed = list(ipaddress.collapse_addresses(nets))   # type: ignore[arg-type]
+    collapsed = list(ipaddress.collapse_addresses(nets))
     total = sum(n.num_addresses for n in collapsed)
     for private in non_public:
         for n in collapsed:

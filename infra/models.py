@@ -13,7 +13,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Literal
 
-from infra.catalog import Catalog, KaitoRelease, ModelFacts, Preset, SecretRule, version_key
+from infra.catalog import Catalog, Dtype, KaitoRelease, ModelFacts, Preset, Runtime, SecretRule, version_key
 
 Resolution = Literal["preset", "catalog", "generic-hf"]
 
@@ -31,13 +31,13 @@ class ResolvedModel:
     path: Resolution            # registered preset, catalog model (0.11+), or any Hugging Face id (0.9+, best effort)
     facts: ModelFacts | None    # weights + KV geometry, when known
     spec: Preset | None         # the registered preset (0.6-0.10), with 0.6's webhook requirements
-    runtimes: tuple[str, ...]
+    runtimes: tuple[Runtime, ...]
     distributed: bool           # can span nodes (vLLM + Ray)
     tensor_parallel: bool       # False: one GPU must hold the model (falcon-7b)
     disk_gib: int               # where the weights land on the node
     gated: bool                 # needs an HF token to download
     secret_rule: SecretRule     # required / forbidden (the webhook) / optional
-    kaito_dtype: str = "bfloat16"   # the --dtype KAITO passes unless the stack sets one
+    kaito_dtype: Dtype = "bfloat16"   # the --dtype KAITO passes unless the stack sets one
     notes: tuple[str, ...] = ()
 
     @property
@@ -54,7 +54,8 @@ def resolve(ref: str, release: KaitoRelease, catalog: Catalog, user_facts: Model
 def _resolve_preset(ref: str, release: KaitoRelease, catalog: Catalog, user_facts: ModelFacts | None) -> ResolvedModel:
     preset = release.presets.get(ref)
     if preset is None and "/" in ref:
-        # An HF id a registered preset downloads. Two 0.6 presets download DeepSeek-R1-0528: prefer the one named after it
+        # An HF id a registered preset downloads. Two 0.6 presets download DeepSeek-R1-0528: prefer the one named
+        # after it
         matches = [p for p in release.presets.values() if p.hf_id.lower() == ref.lower()]
         matches.sort(key=lambda p: p.name != ref.split("/")[-1].lower())
         preset = matches[0] if matches else None
@@ -91,7 +92,8 @@ def _unknown_name(ref: str, release: KaitoRelease, catalog: Catalog) -> str:
         return f"KAITO {release.version} matches preset names exactly; write '{exact_case}'"
     newer = _first_release_with(catalog, release, name)
     if newer is not None:
-        return f"'{ref}' is a KAITO preset from {newer.version} on, not in {release.version}; {_newer_hint(catalog, release)}"
+        return (f"'{ref}' is a KAITO preset from {newer.version} on, not in {release.version}; "
+                f"{_newer_hint(catalog, release)}")
     return f"'{ref}' is not a KAITO {release.version} preset{_did_you_mean(ref, release.presets)}"
 
 
@@ -101,7 +103,8 @@ def _resolve_catalog(ref: str, release: KaitoRelease, catalog: Catalog, user_fac
         if name in release.deprecated:
             repl = release.deprecated[name].get("replacement")
             use = f"use {repl}, or " if repl else ""
-            raise ResolveError(f"'{ref}' is deprecated in KAITO {release.version}; {use}{_older_hint(catalog, release, name)}")
+            raise ResolveError(f"'{ref}' is deprecated in KAITO {release.version}; "
+                               f"{use}{_older_hint(catalog, release, name)}")
         if name in release.removed:
             info = release.removed[name]
             raise ResolveError(f"'{ref}' was removed in KAITO {info['since']}; use {info['replacement']}, or "
@@ -110,20 +113,20 @@ def _resolve_catalog(ref: str, release: KaitoRelease, catalog: Catalog, user_fac
             raise ResolveError(f"'{ref}' is not a KAITO {release.version} preset"
                                f"{_did_you_mean(name, release.legacy_names)}; or give a Hugging Face id (org/model)")
         hf_id = release.in_catalog(release.legacy_names[name]) or release.legacy_names[name]
-        preset_name, path = name, "catalog"
+        preset_name = name
     else:
         catalog_id = release.in_catalog(ref)
         if not catalog_id:
             return _generic(ref, release, catalog, user_facts)
         short = next((s for s, h in release.legacy_names.items() if h.lower() == catalog_id.lower()), None)
         # KAITO's own examples name catalog models by their short names; use them when there is one.
-        hf_id, preset_name, path = catalog_id, short or catalog_id, "catalog"
+        hf_id, preset_name = catalog_id, short or catalog_id
     facts = user_facts or catalog.model_facts(hf_id)
     if facts is None:
         raise ResolveError(_needs_facts(ref, release))
     transformers_ok = any(hf_id.lower() == t.lower() for t in release.transformers_runtime)
     return ResolvedModel(
-        ref=ref, preset=preset_name, hf_id=hf_id, served_name=hf_id.split("/")[-1].lower(), path=path,
+        ref=ref, preset=preset_name, hf_id=hf_id, served_name=hf_id.split("/")[-1].lower(), path="catalog",
         facts=facts, spec=None, runtimes=("vllm", "transformers") if transformers_ok else ("vllm",),
         distributed=True, tensor_parallel=True, disk_gib=int(facts.weights_gib + release.disk_base_gib),
         gated=facts.gated, secret_rule="optional", kaito_dtype=_generated_dtype(facts),
@@ -139,12 +142,13 @@ def _generic(ref: str, release: KaitoRelease, catalog: Catalog, user_facts: Mode
         ref=ref, preset=ref, hf_id=ref, served_name=ref.split("/")[-1].lower(), path="generic-hf", facts=facts,
         spec=None, runtimes=("vllm",), distributed=True, tensor_parallel=True,
         disk_gib=int(facts.weights_gib + release.disk_base_gib), gated=facts.gated, secret_rule="optional",
-        kaito_dtype=_generated_dtype(facts), notes=(f"not in KAITO {release.version}'s presets: KAITO reads its config from Hugging Face at admission "
+        kaito_dtype=_generated_dtype(facts),
+        notes=(f"not in KAITO {release.version}'s presets: KAITO reads its config from Hugging Face at admission "
                "(best effort; needs egress to huggingface.co)",),
     )
 
 
-def _generated_dtype(facts: ModelFacts) -> str:
+def _generated_dtype(facts: ModelFacts) -> Dtype:
     """KAITO's generator: auto for quantized models, else bfloat16 (presets/workspace/models/vllm_model.go)."""
     return "auto" if facts.quantization else "bfloat16"
 

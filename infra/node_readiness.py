@@ -16,8 +16,9 @@ JSON the API server returns (``kubectl get nodes -o json``); nothing here talks 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from infra.plan import ReplicaPlan
 from infra.sizing import byo_per_gpu_gib
@@ -46,7 +47,7 @@ class PoolExpectation:
         return asdict(self)
 
     @staticmethod
-    def from_dict(data: Mapping[str, Any]) -> "PoolExpectation":
+    def from_dict(data: Mapping[str, Any]) -> PoolExpectation:
         return PoolExpectation(**{k: data[k] for k in PoolExpectation.__dataclass_fields__ if k in data})
 
     @property

@@ -14,14 +14,21 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from infra import names, prices
-from infra.catalog import Catalog, KaitoRelease, ModelFacts, UnknownKaitoVersion, load_catalog
+from infra.catalog import (
+    Catalog,
+    Dtype,
+    KaitoMode,
+    KaitoRelease,
+    ModelFacts,
+    Runtime,
+    UnknownKaitoVersionError,
+    load_catalog,
+)
 from infra.errors import UserError
 from infra.models import Resolution, ResolvedModel, ResolveError, resolve
-from infra.settings import PROJECT, ModelSettings, Settings
-from infra.sizing import Decision, Option, SizingError, SizingRequest, check_explicit, choose
+from infra.settings import PROJECT, ModelSettings, Rollout, Settings
+from infra.sizing import Decision, SizingError, SizingRequest, check_explicit, choose
 
-KaitoMode = Literal["addon", "helm"]
-Rollout = Literal["surge", "recreate"]
 PoolOwner = Literal["kaito-aks", "kaito"]
 HOURS_PER_MONTH = 730
 WORKSPACE_LABEL = "kaito-aks/workspace"  # our node/selector label: unique per Workspace, not KAITO-reserved
@@ -57,7 +64,7 @@ class ReplicaPlan:
     hf_id: str
     served_model: str             # what GET /v1/models will list
     resolution: Resolution        # registered preset, catalog model (0.11+), or any Hugging Face id (0.9+)
-    runtime: str
+    runtime: Runtime
     kaito_mode: KaitoMode
     kaito_version: str
     instance_type: str
@@ -72,7 +79,7 @@ class ReplicaPlan:
     max_model_len: int | None     # written to the inference ConfigMap; None: not set
     max_model_len_source: str
     sizing_context: int
-    dtype: str | None
+    dtype: Dtype | None
     gpu_memory_required_gib: float
     gpu_memory_available_gib: float
     usd_per_hour: float
@@ -131,10 +138,16 @@ class ReplicaPlan:
         return self.inference_config is not None
 
     @property
+    def config_map(self) -> str | None:
+        """The inference ConfigMap's name (named by its content), or None: the replica has no inference config."""
+        return names.config_map_name(self.workspace, self.config_hash) if self.config_hash else None
+
+    @property
     def wait_timeout_seconds(self) -> int:
         """How long `pulumi up` waits for WorkspaceSucceeded: KAITO's startup probe budget + node/image time.
 
-        KAITO's startup probe allows 15 min + 18 s per GiB of weights, clamped to [30, 180] min (docs/kaito-runtime.md#startup-and-readiness-budget).
+        KAITO's startup probe allows 15 min + 18 s per GiB of weights, clamped to [30, 180] min
+        (docs/kaito-runtime.md#startup-and-readiness-budget).
         """
         weights = self.weights_gib or self.gpu_memory_required_gib
         probe = min(180 * 60, max(30 * 60, 15 * 60 + 18 * weights))
@@ -226,8 +239,7 @@ class Plan:
                     "spot": r.spot,
                     "pool_owner": r.pool_owner,
                     "node_labels": r.node_labels,
-                    "inference_config_map": (names.config_map_name(r.workspace, r.config_hash)
-                                             if r.config_hash else None),
+                    "inference_config_map": r.config_map,
                     "inference_config": r.inference_config,
                     "identity": r.identity,
                     "reason": r.reason,
@@ -268,7 +280,7 @@ def kaito_release(settings: Settings, catalog: Catalog) -> tuple[KaitoRelease, s
         return catalog.release(addon.version), f"assumed: {addon.source}"
     try:
         release = catalog.release(version)
-    except UnknownKaitoVersion as err:
+    except UnknownKaitoVersionError as err:
         raise UserError(f"{key}: {err}") from None
     if mode == "helm" and not release.helm_byo:
         usable = ", ".join(v for v in catalog.known_versions if catalog.releases[v].helm_byo)
@@ -289,7 +301,7 @@ def build_plan(settings: Settings, catalog: Catalog | None = None) -> Plan:
     for index, model in enumerate(settings.models):
         try:
             replicas.extend(_plan_model(settings, index, model, release, catalog, mode))
-        except _ModelProblems as err:
+        except _ModelProblemsError as err:
             problems.extend(err.lines)
     problems.extend(_pool_name_clashes(replicas))
     basis = prices.basis(settings.cluster.location)
@@ -304,22 +316,22 @@ def build_plan(settings: Settings, catalog: Catalog | None = None) -> Plan:
     return plan
 
 
-class _ModelProblems(Exception):
+class _ModelProblemsError(Exception):
     def __init__(self, lines: list[str]):
         self.lines = lines
 
 
 def _plan_model(settings: Settings, index: int, model: ModelSettings, release: KaitoRelease,
-                catalog: Catalog, mode: str) -> list[ReplicaPlan]:
+                catalog: Catalog, mode: KaitoMode) -> list[ReplicaPlan]:
     key = f"{PROJECT}:models[{index}]"
     user_facts = _facts_from_settings(model)
     try:
         resolved = resolve(model.model, release, catalog, user_facts)
     except ResolveError as err:
-        raise _ModelProblems([f"{key}.model: {err}"]) from None
+        raise _ModelProblemsError([f"{key}.model: {err}"]) from None
     problems = _model_problems(settings, key, model, resolved, release, catalog) + _name_problems(settings, key, model)
     if problems:
-        raise _ModelProblems(problems)
+        raise _ModelProblemsError(problems)
     request = SizingRequest(
         model=resolved,
         runtime=model.runtime,
@@ -337,7 +349,7 @@ def _plan_model(settings: Settings, index: int, model: ModelSettings, release: K
             decision = check_explicit(request, catalog, model.instance_type)
     except SizingError as err:
         field_name = "instanceType" if model.instance_type != "auto" else "model"
-        raise _ModelProblems([f"{key}.{field_name}: {err}"]) from None
+        raise _ModelProblemsError([f"{key}.{field_name}: {err}"]) from None
     return [_replica(settings, index, model, resolved, decision, i, catalog, release) for i in range(model.replicas)]
 
 
@@ -351,10 +363,10 @@ def _name_problems(settings: Settings, key: str, model: ModelSettings) -> list[s
         with_replicas = f" with replicas: {model.replicas}" if model.replicas > 1 else ""
         with_surge = f"{' and' if with_replicas else ' with'} rollout: surge (a 6-character hash)" if surge else ""
         problems.append(
-            f"{key}.name: '{model.name}' is {len(model.name)} characters; at most {limit}{with_replicas}{with_surge}: the "
-            f"Workspace '{longest}' must be at most {names.WORKSPACE_MAX} characters (KAITO runs it as a StatefulSet "
-            "whose pods are labelled controller-revision-hash=<name>-<10 characters>, a label value of at most 63, "
-            "kubernetes/kubernetes#64023); use a shorter name"
+            f"{key}.name: '{model.name}' is {len(model.name)} characters; at most {limit}{with_replicas}{with_surge}: "
+            f"the Workspace '{longest}' must be at most {names.WORKSPACE_MAX} characters (KAITO runs it as a "
+            "StatefulSet whose pods are labelled controller-revision-hash=<name>-<10 characters>, a label value of at "
+            "most 63, kubernetes/kubernetes#64023); use a shorter name"
         )
     else:
         for replica in range(model.replicas):
@@ -432,7 +444,7 @@ def _model_problems(settings: Settings, key: str, model: ModelSettings, resolved
 
 def _replica(settings: Settings, index: int, model: ModelSettings, resolved: ResolvedModel,
              decision: Decision, replica: int, catalog: Catalog, release: KaitoRelease) -> ReplicaPlan:
-    chosen: Option = decision.chosen
+    chosen = decision.chosen
     size = catalog.sizes[chosen.instance_type]
     byo = settings.kaito.mode == "helm"    # kaito-aks installs KAITO with bring-your-own nodes
     disk = resolved.disk_gib + IMAGE_SPACE_GIB
@@ -484,7 +496,7 @@ def _replica(settings: Settings, index: int, model: ModelSettings, resolved: Res
         dtype=model.dtype,
         gpu_memory_required_gib=chosen.gpu_memory_required_gib,
         gpu_memory_available_gib=chosen.gpu_memory_available_gib,
-        usd_per_hour=chosen.usd_per_hour or 0.0,
+        usd_per_hour=chosen.usd_per_hour,
         price_note=chosen.price_note,
         reason=decision.reason,
         alternatives=tuple(Alternative(o.instance_type, o.nodes, o.usd_per_hour) for o in decision.alternatives[:5]),
@@ -506,7 +518,7 @@ def _replica(settings: Settings, index: int, model: ModelSettings, resolved: Res
     )
 
 
-def inference_config(release: KaitoRelease, runtime: str, vllm_values: dict[str, Any]) -> dict[str, Any] | None:
+def inference_config(release: KaitoRelease, runtime: Runtime, vllm_values: dict[str, Any]) -> dict[str, Any] | None:
     """KAITO's own default inference_config.yaml for the release, with the plan's vLLM flags merged in.
 
     A Workspace's ConfigMap replaces KAITO's template whole, so its other keys are written too. vLLM reads the
@@ -567,6 +579,12 @@ def _stack_problems(settings: Settings) -> list[str]:
             "them to check them; set endpointCheck.url to an address reachable from where Pulumi runs, or "
             "endpointCheck.enabled: false"
         )
+    if settings.gateway_enabled and "apiKeys" not in settings.secrets_set:
+        problems.append(
+            f"{PROJECT}:apiKeys: the gateway (on for production stacks, or gateway.enabled) needs API keys; "
+            "`pulumi config set --secret apiKeys '[\"sk-...\"]'` (e.g. python3 -c 'import secrets; "
+            "print(\"sk-\" + secrets.token_urlsafe(32))'), or gateway.enabled: false"
+        )
     if settings.cluster.azure_rbac and not settings.cluster.admin_group_object_ids:
         problems.append(
             f"{PROJECT}:cluster.adminGroupObjectIds: required with azureRbac (local accounts are disabled, so "
@@ -581,7 +599,8 @@ def _budget_problems(settings: Settings, plan: Plan) -> list[str]:
         return []
     biggest = max(plan.replicas, key=lambda r: r.usd_per_hour)
     return [
-        f"{PROJECT}:budget.maxUsdPerHour: the plan costs ${plan.usd_per_hour:.2f}/h (${plan.usd_per_month:,.0f}/month), "
-        f"over the budget of ${limit:.2f}/h; the largest item is {biggest.workspace} at ${biggest.usd_per_hour:.2f}/h "
-        "-- raise the budget, lower replicas, or choose smaller models"
+        f"{PROJECT}:budget.maxUsdPerHour: the plan costs ${plan.usd_per_hour:.2f}/h "
+        f"(${plan.usd_per_month:,.0f}/month), over the budget of ${limit:.2f}/h; the largest item is "
+        f"{biggest.workspace} at ${biggest.usd_per_hour:.2f}/h -- raise the budget, lower replicas, or choose smaller "
+        "models"
     ]

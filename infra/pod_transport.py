@@ -20,8 +20,9 @@ Three parts, so that each is tested on its own:
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import requests
 import urllib3
@@ -32,7 +33,7 @@ from infra.endpoint import FORWARD_FAILURE
 INFERENCE_PORT = 5000      # KAITO's inference containers listen here (the Service maps 80 -> 5000)
 
 
-class NoReadyPod(OSError):
+class NoReadyPodError(OSError):
     """The Workspace has no pod to talk to yet (an OSError: the check retries it like a refused connection)."""
 
 
@@ -55,7 +56,7 @@ class PodTarget:
                 "label": self.label}
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any]) -> "PodTarget":
+    def from_dict(cls, raw: Mapping[str, Any]) -> PodTarget:
         return cls(namespace=str(raw["namespace"]), selector={str(k): str(v) for k, v in raw["selector"].items()},
                    pod=str(raw["pod"]) if raw.get("pod") else None, port=int(raw.get("port") or INFERENCE_PORT),
                    label=str(raw.get("label") or ""))
@@ -75,18 +76,18 @@ def _is_ready(pod: Mapping[str, Any]) -> bool:
 
 def ready_pod(pods: list[Mapping[str, Any]], target: PodTarget) -> str:
     """The name of the pod to forward to, from the pods ``kubectl get pods -l <selector> -o json`` lists; raises
-    :class:`NoReadyPod` with what is missing."""
+    :class:`NoReadyPodError` with what is missing."""
     what = target.label or target.label_selector
     if target.pod:
         pod = next((p for p in pods if (p.get("metadata") or {}).get("name") == target.pod), None)
         if pod is None:
-            raise NoReadyPod(f"pod {target.pod} of {what} does not exist yet")
+            raise NoReadyPodError(f"pod {target.pod} of {what} does not exist yet")
         if not _is_ready(pod):
-            raise NoReadyPod(f"pod {target.pod} of {what} is not Ready yet")
+            raise NoReadyPodError(f"pod {target.pod} of {what} is not Ready yet")
         return target.pod
     ready = sorted(p["metadata"]["name"] for p in pods if _is_ready(p))
     if not ready:
-        raise NoReadyPod(f"{what} has {len(pods)} pod(s), none Ready yet" if pods else f"{what} has no pod yet")
+        raise NoReadyPodError(f"{what} has {len(pods)} pod(s), none Ready yet" if pods else f"{what} has no pod yet")
     return ready[0]
 
 

@@ -36,6 +36,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from infra.catalog import Dtype, KaitoMode, Runtime
 from infra.errors import UserError, bounded_repr
 from infra.ip_ranges import breadth_problem
 from infra.stack_yaml import load_yaml_mapping
@@ -53,6 +54,13 @@ _RESOURCE_GROUP = re.compile(r"[A-Za-z0-9._()-]{0,89}[A-Za-z0-9_()-]", re.ASCII)
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 MAX_CONTEXT = 10_000_000            # tokens; no model has more
 MAX_RANGES = 200                     # AKS allows 200 authorized IP ranges; LB source ranges are NSG rules
+# Parallel requests in the endpoint check's load probe: endpointCheck.concurrency, `check-endpoint --concurrency`,
+# infra.endpoint and the EndpointCheck provider all take this range and default.
+MIN_CHECK_CONCURRENCY = 1
+MAX_CHECK_CONCURRENCY = 64
+DEFAULT_CHECK_CONCURRENCY = 4
+
+Rollout = Literal["surge", "recreate"]     # how a change reaches a model (ModelSettings.rollout)
 
 
 def is_dns_label(value: str, max_len: int = 63) -> bool:
@@ -207,7 +215,7 @@ class ClusterSettings(_Settings):
 
 
 class KaitoSettings(_Settings):
-    mode: Literal["addon", "helm"] = "addon"
+    mode: KaitoMode = "addon"
     version: str | None = Field(None, description=(
         "the KAITO release the plan follows: helm, the chart installed; addon, the version the add-on runs "
         "(default: infra/catalog/kaito.yaml)"))
@@ -246,13 +254,14 @@ class ModelFactsSettings(_Settings):
 class ModelSettings(_Settings):
     name: str = Field(description="Workspace name: a DNS label")
     model: str = Field(description="a KAITO preset name, or a Hugging Face id org/model")
-    runtime: Literal["vllm", "transformers"] = "vllm"
-    instance_type: str = Field("auto", description="'auto' (cheapest that KAITO accepts and that fits) or an Azure size")
+    runtime: Runtime = "vllm"
+    instance_type: str = Field("auto",
+                               description="'auto' (cheapest that KAITO accepts and that fits) or an Azure size")
     max_model_len: int | None = Field(None, ge=1, le=MAX_CONTEXT)
-    dtype: Literal["auto", "float16", "bfloat16", "float32"] | None = None
+    dtype: Dtype | None = None
     replicas: int = Field(1, ge=1, le=16)
     spot: bool = False
-    rollout: Literal["surge", "recreate"] | None = Field(
+    rollout: Rollout | None = Field(
         None, description="how a change reaches the model: surge (new replica beside the old, traffic moves after its "
                           "check) or recreate (delete first); default surge in production, recreate elsewhere")
     facts: ModelFactsSettings | None = None
@@ -316,7 +325,7 @@ class AccessSettings(_Settings):
         return v
 
     @model_validator(mode="after")
-    def _no_silent_world(self) -> "AccessSettings":
+    def _no_silent_world(self) -> AccessSettings:
         problem = breadth_problem(self.source_ranges)
         if problem and not self.allow_any_source:
             raise ValueError(
@@ -339,7 +348,7 @@ class EndpointCheckSettings(_Settings):
     enabled: bool = True
     url: str | None = Field(None, description="check this URL instead of the Service address (internal endpoints)")
     timeout_seconds: int = Field(2400, ge=1, le=86_400, description="deadline for the endpoint to answer")
-    concurrency: int = Field(4, ge=1, le=64)
+    concurrency: int = Field(DEFAULT_CHECK_CONCURRENCY, ge=MIN_CHECK_CONCURRENCY, le=MAX_CHECK_CONCURRENCY)
 
     @field_validator("url")
     @classmethod
@@ -407,7 +416,8 @@ class AlertSettings(_Settings):
     queue_depth: int = Field(10, ge=1, le=100_000, description="waiting requests per replica, for 10 minutes")
     kv_cache_usage: float = Field(0.9, gt=0, le=1, description="KV-cache fraction in use per replica, for 10 minutes")
     ttft_p95_seconds: float = Field(5.0, gt=0, le=3600, description="p95 time to first token per replica")
-    gateway_5xx_ratio: float = Field(0.05, alias="gateway5xxRatio", gt=0, le=1, description="share of a route's gateway responses that are 5xx")
+    gateway_5xx_ratio: float = Field(0.05, alias="gateway5xxRatio", gt=0, le=1,
+                                     description="share of a route's gateway responses that are 5xx")
     model_down_minutes: int = Field(5, ge=1, le=1440, description="how long a replica is down before it alerts")
     node_not_ready_minutes: int = Field(10, ge=1, le=1440, description="how long a GPU node is NotReady")
 
@@ -463,7 +473,7 @@ class Settings(_Settings):
         return v
 
     @model_validator(mode="after")
-    def _derived_names(self) -> "Settings":
+    def _derived_names(self) -> Settings:
         """Names derived from the stack name are checked like given ones (``--stack a.b`` makes no AKS name)."""
         if self.cluster.name is None and not is_aks_name(self.cluster_name):
             raise ValueError(
@@ -478,12 +488,13 @@ class Settings(_Settings):
         return self
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "Settings":
+    def _unique_names(self) -> Settings:
         seen: dict[str, int] = {}
         for i, m in enumerate(self.models):
             if m.name in seen:
                 raise ValueError(
-                    f"models[{i}].name: {m.name!r} is already used by models[{seen[m.name]}]; names become Workspace names and must be unique"
+                    f"models[{i}].name: {m.name!r} is already used by models[{seen[m.name]}]; names become "
+                    "Workspace names and must be unique"
                 )
             seen[m.name] = i
         return self
@@ -500,7 +511,7 @@ class Settings(_Settings):
     def resource_group(self) -> str:
         return self.cluster.resource_group or f"rg-{self.cluster_name}"
 
-    def rollout_of(self, model: ModelSettings) -> Literal["surge", "recreate"]:
+    def rollout_of(self, model: ModelSettings) -> Rollout:
         return model.rollout or ("surge" if self.is_production else "recreate")
 
     @property
@@ -679,7 +690,8 @@ def load_stack_file(stack: str, path: str | pathlib.Path | None = None) -> Setti
     except FileNotFoundError:
         stacks = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
         raise UserError(
-            f"{file}: no such stack file; create it with `pulumi stack init {stack}`, or use one of: {', '.join(stacks) or 'none'}"
+            f"{file}: no such stack file; create it with `pulumi stack init {stack}`, or use one of: "
+            f"{', '.join(stacks) or 'none'}"
         ) from None
     config = doc.get("config") or {}
     if not isinstance(config, dict):

@@ -22,15 +22,30 @@ release says which apply (``release.sizing``):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import ClassVar, Literal
 
 from infra import prices
-from infra.catalog import AzureGpuSize, Catalog, EstimatorConstants, KaitoRelease, KaitoSku, ModelFacts, Preset
+from infra.catalog import (
+    AzureGpuSize,
+    Catalog,
+    Dtype,
+    EstimatorConstants,
+    KaitoRelease,
+    KaitoSku,
+    ModelFacts,
+    Preset,
+    Runtime,
+)
 from infra.models import ResolvedModel
 
 GIB = 1024**3
 MAX_NODES = 16                 # pools larger than this are not a sensible single replica
 V06_SMALL_GPU_GIB = 20         # KAITO 0.6: multi-GPU SKUs below this per-GPU memory need an explicit max-model-len
+
+# Where KAITO reads a node's per-GPU memory: its SKU table (0.6, 0.12 node auto-provisioning), or GPU Feature
+# Discovery's node labels (0.12 bring-your-own nodes)
+MemorySource = Literal["sku-table", "node-labels"]
 
 
 class SizingError(ValueError):
@@ -40,16 +55,16 @@ class SizingError(ValueError):
 @dataclass(frozen=True)
 class SizingRequest:
     model: ResolvedModel
-    runtime: str
+    runtime: Runtime
     release: KaitoRelease
     max_model_len: int | None = None      # explicit (settings); None: KAITO's default
-    dtype: str | None = None
-    memory_source: str = "sku-table"      # "sku-table" (0.6, 0.12 NAP) | "node-labels" (0.12 BYO: GFD labels)
+    dtype: Dtype | None = None
+    memory_source: MemorySource = "sku-table"
     spot: bool = False
     region: str = prices.DEFAULT_REGION   # prices (and what is offered) are this region's, on spot when ``spot``
 
     @property
-    def effective_dtype(self) -> str:
+    def effective_dtype(self) -> Dtype:
         """The --dtype vLLM will run with: the stack's, else KAITO's for this model."""
         return self.dtype or self.model.kaito_dtype
 
@@ -61,16 +76,16 @@ class SizingRequest:
 
 @dataclass(frozen=True)
 class Option:
-    """One Azure size, evaluated for one replica of one model."""
+    """One Azure size, evaluated for one replica of one model: rejected (``why`` says why), unless it is a
+    :class:`FeasibleOption`."""
 
     instance_type: str
-    feasible: bool
     why: str                                # why it was rejected, or how it runs
     nodes: int = 0                          # nodes in the replica's pool (and what you pay for)
     kaito_count: int | None = None          # resource.count to write (0.6 only; 0.12 ignores it)
     pods: int = 0                           # nodes that run inference pods
     gpus_per_node: int = 0
-    usd_per_hour: float | None = None
+    usd_per_hour: float | None = None       # a size rejected before it was priced has none
     gpu_memory_required_gib: float = 0.0
     gpu_memory_available_gib: float = 0.0
     max_model_len_required: bool = False    # the version's webhook demands an explicit max-model-len
@@ -79,17 +94,32 @@ class Option:
     gpu_memory_utilization: float | None = None   # to write into the inference config; None: KAITO's own value
     price_note: str = ""                    # when the price isn't the region's own (prices.PriceQuote.note)
 
+    feasible: ClassVar[bool] = False
+
     @property
-    def sort_key(self) -> tuple:
+    def sort_key(self) -> tuple[float, int, int, str]:
         return (self.usd_per_hour if self.usd_per_hour is not None else math.inf, self.nodes,
                 self.nodes * self.gpus_per_node, self.instance_type)
 
 
 @dataclass(frozen=True)
+class FeasibleOption(Option):
+    """A size KAITO accepts and schedules and that runs the replica: it always has a price (the replica's, per hour)."""
+
+    usd_per_hour: float = field(kw_only=True)
+
+    feasible: ClassVar[bool] = True
+
+    def rejected(self, why: str) -> Option:
+        """The same evaluation, rejected for ``why`` (a later rule refused what the first ones accepted)."""
+        return Option(**{**{f.name: getattr(self, f.name) for f in fields(Option)}, "why": why})
+
+
+@dataclass(frozen=True)
 class Decision:
-    chosen: Option
+    chosen: FeasibleOption
     reason: str
-    alternatives: tuple[Option, ...]        # the other feasible sizes, cheapest first
+    alternatives: tuple[FeasibleOption, ...]   # the other feasible sizes, cheapest first
     rejected: tuple[Option, ...]            # everything else, with why
     max_model_len: int | None               # value for the inference ConfigMap; None: don't set one
     sizing_context: int
@@ -155,36 +185,37 @@ def evaluate(req: SizingRequest, size: AzureGpuSize) -> Option:
     name = size.name
     release = req.release
     if size.retired:
-        return Option(name, False, f"retired by Azure on {size.retired.isoformat()}: no new capacity")
+        return Option(name, f"retired by Azure on {size.retired.isoformat()}: no new capacity")
     kaito_sku = release.kaito_sku(size.name)   # nodes carry Azure's VM size name: KAITO must find *that* string
     if size.vendor != "nvidia":
-        return Option(name, False, f"{size.gpu_model}: KAITO's inference pods request nvidia.com/gpu, so they never schedule")
+        return Option(name, f"{size.gpu_model}: KAITO's inference pods request nvidia.com/gpu, so they never schedule")
     if kaito_sku is None:
         if size.kaito_name and release.kaito_sku(size.kaito_name):
-            return Option(name, False, f"KAITO {release.version} spells it {size.kaito_name}; nodes carry "
-                                       f"{name}, so KAITO never matches them")
-        return Option(name, False, _not_in_table(size, release))
+            return Option(name, f"KAITO {release.version} spells it {size.kaito_name}; nodes carry "
+                                f"{name}, so KAITO never matches them")
+        return Option(name, _not_in_table(size, release))
     if size.usd_per_hour is None:       # the catalog's gate: sizes kaito-aks never plans (azure_gpu_skus.yaml)
-        return Option(name, False, "no East US price in the SKU catalog, so its cost can't be planned")
+        return Option(name, "no East US price in the SKU catalog, so its cost can't be planned")
     quote = prices.quote(size.name, req.region, req.spot)
     if isinstance(quote, prices.Unpriced):
-        return Option(name, False, quote.reason)
+        return Option(name, quote.reason)
     if req.spot and not release.spot_toleration:
-        return Option(name, False, f"KAITO {release.version}'s pods don't tolerate AKS's spot taint")
-    size = replace(size, usd_per_hour=quote.usd_per_hour)     # the region's (spot) price, per node
+        return Option(name, f"KAITO {release.version}'s pods don't tolerate AKS's spot taint")
+    node_price = quote.usd_per_hour      # the region's (spot) price, per node
     if (size.compute_capability or 0) < release.min_compute_capability:
-        return Option(name, False, f"{size.gpu_model} (compute capability {size.compute_capability}) doesn't run "
-                                   f"KAITO {release.version}'s vLLM (its FlashInfer attention crashes below "
-                                   f"{release.min_compute_capability:g}: kaito-project/kaito#2114)")
+        return Option(name, f"{size.gpu_model} (compute capability {size.compute_capability}) doesn't run "
+                            f"KAITO {release.version}'s vLLM (its FlashInfer attention crashes below "
+                            f"{release.min_compute_capability:g}: kaito-project/kaito#2114)")
     if req.effective_dtype == "bfloat16" and (size.compute_capability or 0) < 8.0:
-        who = "the stack's dtype" if req.dtype else f"KAITO {release.version} runs {req.model.preset} with --dtype bfloat16"
-        return Option(name, False, f"{size.gpu_model} (compute capability {size.compute_capability}) has no bfloat16, "
-                                   f"and {who}" + ("" if req.dtype else "; set dtype: float16 to use it"))
+        who = ("the stack's dtype" if req.dtype
+               else f"KAITO {release.version} runs {req.model.preset} with --dtype bfloat16")
+        return Option(name, f"{size.gpu_model} (compute capability {size.compute_capability}) has no bfloat16, "
+                            f"and {who}" + ("" if req.dtype else "; set dtype: float16 to use it"))
     if release.sizing == "kaito-0.6-webhook":
-        option = _evaluate_v06(req, size, kaito_sku)
+        option = _evaluate_v06(req, size, kaito_sku, node_price)
     else:
-        option = _evaluate_estimator(req, size, kaito_sku)
-    return replace(option, price_note=quote.note) if option.feasible and quote.note else option
+        option = _evaluate_estimator(req, size, kaito_sku, node_price)
+    return replace(option, price_note=quote.note) if isinstance(option, FeasibleOption) and quote.note else option
 
 
 def _not_in_table(size: AzureGpuSize, release: KaitoRelease) -> str:
@@ -210,7 +241,7 @@ class V06Placement:
     max_model_len_required: bool = False
 
 
-def kaito_v06_placement(preset: Preset, sku: KaitoSku, runtime: str) -> V06Placement:
+def kaito_v06_placement(preset: Preset, sku: KaitoSku, runtime: Runtime) -> V06Placement:
     g, m = sku.gpus, sku.total_gpu_memory_gib
     per_gpu = m // g
     need = preset.webhook
@@ -230,24 +261,24 @@ def kaito_v06_placement(preset: Preset, sku: KaitoSku, runtime: str) -> V06Place
     )
 
 
-def _evaluate_v06(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Option:
+def _evaluate_v06(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku, node_price: float) -> Option:
     preset = req.model.spec
     assert preset is not None and preset.webhook is not None, "KAITO 0.6 sizing needs a 0.6 preset"
     webhook = preset.webhook
     name, g, m = size.name, sku.gpus, sku.total_gpu_memory_gib
     placement = kaito_v06_placement(preset, sku, req.runtime)
     if not placement.accepted:
-        return Option(name, False, placement.why)
+        return Option(name, placement.why)
     count, pods, multi = placement.count, placement.pods, placement.multi_node
     if count > MAX_NODES:
-        return Option(name, False, f"would need {count} nodes (more than {MAX_NODES})")
+        return Option(name, f"would need {count} nodes (more than {MAX_NODES})")
     if placement.no_fit:
-        return Option(name, False, f"KAITO would run {pods} independent replicas, each on one node with "
-                                   f"{m} GiB < the {webhook.total_gpu_memory_gib:g} GiB {preset.name} needs (not distributed)")
+        return Option(name, f"KAITO would run {pods} independent replicas, each on one node with "
+                            f"{m} GiB < the {webhook.total_gpu_memory_gib:g} GiB {preset.name} needs (not distributed)")
     tp = g if preset.tensor_parallel else 1
-    price = size.usd_per_hour * count
-    base = Option(
-        name, True, "", nodes=count, kaito_count=count, pods=pods, gpus_per_node=g, usd_per_hour=round(price, 4),
+    price = node_price * count
+    base = FeasibleOption(
+        name, "", nodes=count, kaito_count=count, pods=pods, gpus_per_node=g, usd_per_hour=round(price, 4),
         gpu_memory_required_gib=float(webhook.total_gpu_memory_gib), gpu_memory_available_gib=float(count * m),
         max_model_len_required=placement.max_model_len_required, multi_node=multi,
         parallelism=f"TP={tp} x PP={pods} (Ray)" if multi else f"TP={tp}",
@@ -263,12 +294,12 @@ def _evaluate_v06(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Opti
             need = estimator_nodes(facts, m / g, gpus_used, req.sizing_context, req.release.memory_model,
                                    gpu_memory_utilization=util)
         except TooSmallError as err:
-            return replace(base, feasible=False, why=f"KAITO {req.release.version} accepts it, but {err}")
+            return base.rejected(f"KAITO {req.release.version} accepts it, but {err}")
         if need > pods:
-            return replace(base, feasible=False, why=(
+            return base.rejected(
                 f"KAITO {req.release.version} accepts it, but vLLM can't run it: {facts.weights_gib:g} GiB of weights "
                 f"+ KV cache for {req.sizing_context} tokens need {need} node(s) of this size at "
-                f"--gpu-memory-utilization {util}, and KAITO uses {pods}"))
+                f"--gpu-memory-utilization {util}, and KAITO uses {pods}")
         base = replace(base, gpu_memory_required_gib=round(max(
             webhook.total_gpu_memory_gib,
             memory_need_gib(facts, gpus_used * pods, gpus_used, req.sizing_context, req.release.memory_model)), 2))
@@ -276,7 +307,7 @@ def _evaluate_v06(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Opti
     return replace(base, why=f"{count} x {name}, {base.parallelism}{idle}")
 
 
-def _evaluate_estimator(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -> Option:
+def _evaluate_estimator(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku, node_price: float) -> Option:
     facts = req.model.facts
     assert facts is not None, "estimator sizing needs the model's facts"
     release = req.release
@@ -284,21 +315,21 @@ def _evaluate_estimator(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -
     name, g = size.name, sku.gpus
     if req.memory_source == "node-labels":
         if size.nvml_memory_mib is None:
-            return Option(name, False, "the GPU memory its nodes report (GFD label) is unknown, so KAITO's "
-                                       "bring-your-own-nodes sizing can't be predicted")
+            return Option(name, "the GPU memory its nodes report (GFD label) is unknown, so KAITO's "
+                                "bring-your-own-nodes sizing can't be predicted")
         per_gpu = float(byo_per_gpu_gib(size.nvml_memory_mib))
     else:
         per_gpu = sku.total_gpu_memory_gib / g
     try:
         nodes = estimator_nodes(facts, per_gpu, g, req.sizing_context, est)
     except TooSmallError as err:
-        return Option(name, False, f"KAITO's estimator rejects it: {err}")
+        return Option(name, f"KAITO's estimator rejects it: {err}")
     if nodes > MAX_NODES:
-        return Option(name, False, f"KAITO's estimator targets {nodes} nodes (more than {MAX_NODES})")
+        return Option(name, f"KAITO's estimator targets {nodes} nodes (more than {MAX_NODES})")
     preset = req.model.preset
     if nodes > 1 and est.multi_node_needs_distributed_preset and not req.model.distributed:
-        return Option(name, False, f"KAITO's estimator needs {nodes} nodes of it, and KAITO {release.version} "
-                                   f"refuses to spread {preset} over nodes (not a distributed preset)")
+        return Option(name, f"KAITO's estimator needs {nodes} nodes of it, and KAITO {release.version} "
+                            f"refuses to spread {preset} over nodes (not a distributed preset)")
     if not req.model.tensor_parallel:
         # the preset disables tensor parallelism: one GPU must hold it (the estimator's single-GPU error)
         try:
@@ -308,25 +339,24 @@ def _evaluate_estimator(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -
         else:
             why = f"it needs {one_gpu} GPUs"
         if one_gpu > 1:
-            return Option(name, False, f"{preset} disables tensor parallelism, so one {per_gpu:g} GiB GPU must "
-                                       f"hold it, and {why}")
+            return Option(name, f"{preset} disables tensor parallelism, so one {per_gpu:g} GiB GPU must "
+                                f"hold it, and {why}")
     override = _headroom(size, req)
     if override is not None:
         # KAITO places the model by its own utilization; vLLM must then also fit at the GPU's lower one
         try:
             need = estimator_nodes(facts, per_gpu, g, req.sizing_context, est, gpu_memory_utilization=override)
         except TooSmallError as err:
-            return Option(name, False, f"KAITO's estimator accepts it at {est.gpu_memory_utilization}, but "
-                                       f"{size.gpu_model} needs --gpu-memory-utilization {override}, where {err}")
+            return Option(name, f"KAITO's estimator accepts it at {est.gpu_memory_utilization}, but "
+                                f"{size.gpu_model} needs --gpu-memory-utilization {override}, where {err}")
         if need > nodes:
-            return Option(name, False, (
+            return Option(name, (
                 f"KAITO's estimator places it on {nodes} node(s) at --gpu-memory-utilization "
                 f"{est.gpu_memory_utilization}, but {size.gpu_model} needs {override} (KAITO's own A10 rule), "
                 f"where it needs {need}"))
     node_gib = per_gpu * g
-    if req.runtime == "transformers":
-        if nodes > 1 or node_gib < facts.weights_gib:
-            return Option(name, False, "too big for one node, and the transformers runtime is single-node")
+    if req.runtime == "transformers" and (nodes > 1 or node_gib < facts.weights_gib):
+        return Option(name, "too big for one node, and the transformers runtime is single-node")
     multi = nodes > 1
     if multi:
         parallelism = f"TP={g} x PP={nodes} (Ray)"
@@ -336,9 +366,9 @@ def _evaluate_estimator(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku) -
         parallelism = f"DP={g}"          # model under half a GPU: one copy per GPU (configureParallelism)
     else:
         parallelism = f"TP={g}"
-    price = size.usd_per_hour * nodes
-    return Option(
-        name, True, f"{nodes} x {name}, {parallelism}", nodes=nodes,
+    price = node_price * nodes
+    return FeasibleOption(
+        name, f"{nodes} x {name}, {parallelism}", nodes=nodes,
         kaito_count=1 if req.runtime == "transformers" else None,   # non-vLLM runtimes take resource.count
         pods=nodes, gpus_per_node=g, usd_per_hour=round(price, 4),
         gpu_memory_required_gib=round(memory_need_gib(facts, nodes * g, g, req.sizing_context, est), 2),
@@ -364,7 +394,7 @@ def evaluate_all(req: SizingRequest, catalog: Catalog) -> list[Option]:
 def choose(req: SizingRequest, catalog: Catalog) -> Decision:
     """The cheapest size KAITO accepts, schedules and that fits; ties go to fewer nodes, then fewer GPUs."""
     options = evaluate_all(req, catalog)
-    feasible = [o for o in options if o.feasible]
+    feasible = [o for o in options if isinstance(o, FeasibleOption)]
     rejected = tuple(o for o in options if not o.feasible)
     if not feasible:
         raise SizingError(_nothing_fits(req, rejected))
@@ -382,14 +412,15 @@ def check_explicit(req: SizingRequest, catalog: Catalog, instance_type: str) -> 
     if size is None:
         other_case = catalog.size_ignoring_case(instance_type)
         if other_case:
-            raise SizingError(f"Azure size names are matched exactly by KAITO's node selection; write '{other_case.name}'")
+            raise SizingError("Azure size names are matched exactly by KAITO's node selection; "
+                              f"write '{other_case.name}'")
         raise SizingError(f"'{instance_type}' is not an Azure GPU size kaito-aks knows "
                           f"(infra/catalog/azure_gpu_skus.yaml){_cheapest_hint(req, catalog)}")
     option = evaluate(req, size)
     options = evaluate_all(req, catalog)
-    others = tuple(o for o in options if o.feasible and o.instance_type != option.instance_type)
+    others = tuple(o for o in options if isinstance(o, FeasibleOption) and o.instance_type != option.instance_type)
     rejected = tuple(o for o in options if not o.feasible and o.instance_type != option.instance_type)
-    if not option.feasible:
+    if not isinstance(option, FeasibleOption):
         raise SizingError(f"{size.name}: {option.why}{_cheapest_hint(req, catalog)}")
     reason = f"set in the stack: {option.why}"
     cheaper = [o for o in others if o.sort_key < option.sort_key]
@@ -400,7 +431,8 @@ def check_explicit(req: SizingRequest, catalog: Catalog, instance_type: str) -> 
     return _with_context(req, catalog, option, reason, others, rejected)
 
 
-def _with_context(req: SizingRequest, catalog: Catalog, chosen: Option, reason: str, others, rejected) -> Decision:
+def _with_context(req: SizingRequest, catalog: Catalog, chosen: FeasibleOption, reason: str,
+                  others: tuple[FeasibleOption, ...], rejected: tuple[Option, ...]) -> Decision:
     """Decide the max-model-len to write: the stack's, or, where 0.6 demands one, the largest that fits."""
     if req.max_model_len:
         return Decision(chosen, reason, others, rejected, req.max_model_len, req.sizing_context, "settings")
@@ -435,7 +467,7 @@ def largest_fitting_context(req: SizingRequest, catalog: Catalog, option: Option
 
 
 def _cheapest_hint(req: SizingRequest, catalog: Catalog) -> str:
-    feasible = [o for o in evaluate_all(req, catalog) if o.feasible]
+    feasible = [o for o in evaluate_all(req, catalog) if isinstance(o, FeasibleOption)]
     if not feasible:
         return ""
     best = feasible[0]

@@ -48,8 +48,8 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_yaml_int(node)
 
 
+# (mappings need no registration: SafeLoader's map constructor already calls the construct_mapping above)
 _StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
-_StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_yaml_map)
 
 
 def _expanded_size(root: Node) -> int:

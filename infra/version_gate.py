@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Literal, Mapping
+from typing import Any
+
+from infra.catalog import KaitoMode
 
 DEPLOYMENT = "kaito-workspace"
 IMAGE_REPOSITORY = "mcr.microsoft.com/aks/kaito/workspace"
-NAMESPACE = {"addon": "kube-system", "helm": "kaito-workspace"}
+NAMESPACE: dict[KaitoMode, str] = {"addon": "kube-system", "helm": "kaito-workspace"}
 WORKSPACE_CRD = "workspaces.kaito.sh"
 
 # (line, what the cluster must have): the newest line whose marks are all present is the line it runs.
@@ -89,7 +92,7 @@ def line_from_crds(crd_names: Iterable[str], workspace_crd: Mapping[str, Any] | 
     return None
 
 
-def running_kaito(mode: Literal["addon", "helm"], deployment: Mapping[str, Any] | None,
+def running_kaito(mode: KaitoMode, deployment: Mapping[str, Any] | None,
                   crd_names: Iterable[str], workspace_crd: Mapping[str, Any] | None) -> RunningKaito:
     namespace = NAMESPACE[mode]
     version = version_from_deployment(deployment)
@@ -103,7 +106,7 @@ def running_kaito(mode: Literal["addon", "helm"], deployment: Mapping[str, Any] 
     return RunningKaito(None, None, f"no {DEPLOYMENT} Deployment in {namespace} and no KAITO CRDs")
 
 
-def gate_problem(running: RunningKaito, planned: str, mode: Literal["addon", "helm"]) -> str | None:
+def gate_problem(running: RunningKaito, planned: str, mode: KaitoMode) -> str | None:
     """One line when the cluster runs another KAITO release than the plan's, else None."""
     who = "the AKS add-on" if mode == "addon" else "the cluster"
     if running.version is not None:
@@ -124,7 +127,7 @@ class VersionGateError(Exception):
     """The cluster runs another KAITO release (or none in time); ``str()`` is one line."""
 
 
-def wait_for_version(read: Callable[[], RunningKaito], planned: str, mode: Literal["addon", "helm"], *,
+def wait_for_version(read: Callable[[], RunningKaito], planned: str, mode: KaitoMode, *,
                      timeout_s: float = 1200.0, poll_s: float = 10.0,
                      clock: Callable[[], float] = time.monotonic,
                      sleep: Callable[[float], None] = time.sleep) -> RunningKaito:
@@ -135,8 +138,9 @@ def wait_for_version(read: Callable[[], RunningKaito], planned: str, mode: Liter
     """
     deadline = clock() + timeout_s
     while True:
+        running: RunningKaito | None
         try:
-            running: RunningKaito | None = read()
+            running = read()
             problem = gate_problem(running, planned, mode)
         except Exception as err:  # noqa: BLE001 -- any client error is retried; reported if it lasts
             running, problem = None, f"reading the cluster's KAITO version failed: {type(err).__name__}"

@@ -16,8 +16,8 @@ import ipaddress
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pulumi_policy import (
     EnforcementLevel,
@@ -41,7 +41,7 @@ HELM_RELEASE = "kubernetes:helm.sh/v3:Release"
 AGENT_POOL = re.compile(r"^azure-native:containerservice(/v[0-9a-z]+)?:AgentPool$")
 MANAGED_CLUSTER = re.compile(r"^azure-native:containerservice(/v[0-9a-z]+)?:ManagedCluster$")
 
-GATEWAY_NAME = "kaito-gateway"                  # infra/render/gateway_objects.py NAME: Service name and app.kubernetes.io/name
+GATEWAY_NAME = "kaito-gateway"                  # infra/render/gateway_objects.py NAME: the Service and its app name
 AZURE_INTERNAL_LB = "service.beta.kubernetes.io/azure-load-balancer-internal"
 SOURCE_RANGES_ANNOTATION = "service.beta.kubernetes.io/load-balancer-source-ranges"   # honoured like the spec field
 GPU_VM_SIZE = re.compile(r"^standard_n", re.IGNORECASE)                             # NC, ND, NV, NG, NCC families
@@ -101,7 +101,7 @@ def _is_gateway(service: Mapping[str, Any]) -> bool:
             and _get(service, "metadata", "labels", "app.kubernetes.io/name") == GATEWAY_NAME)
 
 
-def public_exposure(service: Mapping[str, Any]) -> Optional[str]:
+def public_exposure(service: Mapping[str, Any]) -> str | None:
     """Why a LoadBalancer Service is reachable from the whole internet, or None if it is not."""
     ranges = _source_ranges(service)
     world = [c for c in ranges if _is_world(c)]
@@ -142,7 +142,7 @@ no_public_load_balancer = ResourceValidationPolicy(
 # ---------------------------------------------------------------------------------------------------------
 # 2. Gated models have the HF-token Secret (stack policy: needs the Workspaces, Secrets and KAITO install)
 
-def _catalog() -> Optional["Catalog"]:
+def _catalog() -> Catalog | None:
     """kaito-aks's catalog of KAITO releases and models, or None when ``infra`` is not importable."""
     try:
         from infra.catalog import load_catalog
@@ -151,7 +151,7 @@ def _catalog() -> Optional["Catalog"]:
     return load_catalog()
 
 
-def kaito_line(resources: Iterable[PolicyResource], catalog: "Catalog") -> Optional[str]:
+def kaito_line(resources: Iterable[PolicyResource], catalog: Catalog) -> str | None:
     """The KAITO release the stack runs: its Helm chart's version, or the version the plan sized the AKS add-on for
     (the cluster's `kaito-version` tag; the program checks it against the running add-on). None when unknown: the
     policy then judges across every release."""
@@ -169,7 +169,7 @@ def kaito_line(resources: Iterable[PolicyResource], catalog: "Catalog") -> Optio
     return None
 
 
-def secret_rule(preset: str, line: Optional[str], catalog: Optional["Catalog"]) -> str:
+def secret_rule(preset: str, line: str | None, catalog: Catalog | None) -> str:
     """"required", "forbidden" or "optional": what KAITO needs of modelAccessSecret for this preset.
 
     From the catalog, per release line: e.g. KAITO 0.6's mistral-7b image packages its weights and its webhook

@@ -31,6 +31,9 @@ AddonNodes = Literal["reuse-by-instance-type", "kaito-provisions", "reuse-by-lab
 ServedNameRule = Literal["preset", "hf-last-segment-lower"]
 TransformersApi = Literal["kaito-chat", "openai-chat"]
 SecretRule = Literal["required", "forbidden", "optional"]
+Runtime = Literal["vllm", "transformers"]                     # KAITO's inference runtimes
+KaitoMode = Literal["addon", "helm"]      # how KAITO is installed: the AKS add-on, or its Helm chart (BYO nodes)
+Dtype = Literal["auto", "float16", "bfloat16", "float32"]     # vLLM's --dtype values KAITO and the stack use
 
 
 @dataclass(frozen=True)
@@ -113,14 +116,14 @@ class Preset:
 
     name: str
     hf_id: str
-    runtimes: tuple[str, ...]
+    runtimes: tuple[Runtime, ...]
     model_access_secret: SecretRule
     distributed: bool                     # SupportDistributedInference: may span nodes (vLLM + Ray)
     served_name: str | None = None        # when GET /v1/models lists another name than the preset's
     tensor_parallel: bool = True          # False: the preset disables tensor parallelism (falcon-7b)
     webhook: WebhookRequirements | None = None   # 0.6 only
     disk_gib: int | None = None           # DiskStorageRequirement
-    vllm_dtype: str = "float16"
+    vllm_dtype: Dtype = "float16"
     note: str | None = None
 
 
@@ -227,7 +230,7 @@ class AddonDefault:
     date: str
 
 
-class UnknownKaitoVersion(ValueError):
+class UnknownKaitoVersionError(ValueError):
     """The catalog has no rules for that version; the message lists the known ones."""
 
 
@@ -235,7 +238,7 @@ class UnknownKaitoVersion(ValueError):
 class Catalog:
     models: dict[str, ModelFacts]
     sizes: dict[str, AzureGpuSize]
-    releases: dict[str, KaitoRelease]          # by exact version, e.g. "0.11.0"
+    releases: dict[str, KaitoRelease]          # by exact version, e.g. 0.11.0
     price_source: str
     default_helm_version: str = ""
     addon_default: AddonDefault | None = None
@@ -269,9 +272,9 @@ class Catalog:
         if same_line and re.fullmatch(r"\d+\.\d+\.\d+", version):
             newest = max(same_line, key=lambda r: version_key(r.version))
             if version_key(version) > version_key(newest.version):
-                return dataclasses.replace(newest, version=version, date="", commit="",
-                                           note=f"a patch release kaito-aks hasn't seen: planned by {newest.version}'s rules")
-        raise UnknownKaitoVersion(
+                note = f"a patch release kaito-aks hasn't seen: planned by {newest.version}'s rules"
+                return dataclasses.replace(newest, version=version, date="", commit="", note=note)
+        raise UnknownKaitoVersionError(
             f"kaito-aks has no rules for KAITO {version}; it knows {', '.join(self.known_versions)}")
 
     def latest_of_line(self, line: str) -> KaitoRelease:
@@ -355,7 +358,8 @@ def _releases(data: dict[str, Any]) -> list[KaitoRelease]:
             transformers_api=rules["transformers_api"], addon_nodes=rules["addon_nodes"], helm_byo=rules["helm_byo"],
             vllm_version=str(rules["vllm"]), disk_base_gib=int(rules["disk_base_gib"]),
             min_compute_capability=float(rules.get("min_compute_capability", 0.0)),
-            skus=skus, estimator=estimator, physical_fit=physical_fit, byo_chart_values=dict(data.get("byo_chart_values") or {}),
+            skus=skus, estimator=estimator, physical_fit=physical_fit,
+            byo_chart_values=dict(data.get("byo_chart_values") or {}),
             presets=presets, replacements=dict(data.get("replacements") or {}),
             legacy_names=dict(data.get("legacy_names") or {}), deprecated=dict(deprecated),
             removed=dict(data.get("removed") or {}), transformers_runtime=tuple(data.get("transformers_runtime", ())),

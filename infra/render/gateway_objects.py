@@ -171,7 +171,8 @@ def deployment(plan: Plan, keys_checksum: Any = "") -> dict:
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {"labels": pod_labels(),
-                             "annotations": {"kaito-aks/conf-sha256": conf_sha, "kaito-aks/keys-sha256": keys_checksum}},
+                             "annotations": {"kaito-aks/conf-sha256": conf_sha,
+                                             "kaito-aks/keys-sha256": keys_checksum}},
                 "spec": {
                     "terminationGracePeriodSeconds": termination_grace_seconds(g.read_timeout_seconds),
                     "automountServiceAccountToken": False,
@@ -230,7 +231,8 @@ def service(plan: Plan) -> dict:
     return {
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": NAME, "namespace": plan.settings.namespace, "labels": pod_labels(),
-                     "annotations": {"pulumi.com/timeoutSeconds": "1200", **load_balancer_annotations(plan, suffix="")}},
+                     "annotations": {"pulumi.com/timeoutSeconds": "1200",
+                                     **load_balancer_annotations(plan, suffix="")}},
         "spec": {**load_balancer_spec(plan), "selector": pod_labels(),
                  "ports": [{"name": "http", "port": 80, "targetPort": LISTEN_PORT, "protocol": "TCP"}]},
     }

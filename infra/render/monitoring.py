@@ -28,8 +28,9 @@ import functools
 import json
 import pathlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Literal
 
 import yaml
 
@@ -45,7 +46,7 @@ METRICS_FILE = CATALOG_DIR / "vllm_metrics.yaml"
 # ---------------------------------------------------------------------------------------------------------
 # vLLM metric names per vLLM version
 
-class UnknownVllmMetric(KeyError):
+class UnknownVllmMetricError(KeyError):
     """A metric key that isn't in vllm_metrics.yaml, or a vLLM version older than every entry."""
 
 
@@ -71,11 +72,12 @@ def vllm_metric(version: str, key: str) -> str:
     vllm_metrics.yaml with the highest ``since`` not above ``version``. Histograms: the family name (add _bucket)."""
     entry = _metrics_catalog()["metrics"].get(key)
     if entry is None:
-        raise UnknownVllmMetric(f"no vLLM metric {key!r} in {METRICS_FILE.name} (known: {', '.join(vllm_metric_keys())})")
+        raise UnknownVllmMetricError(f"no vLLM metric {key!r} in {METRICS_FILE.name} "
+                                     f"(known: {', '.join(vllm_metric_keys())})")
     v = version_tuple(version)
     candidates = [n for n in entry["names"] if version_tuple(n["since"]) <= v]
     if not candidates:
-        raise UnknownVllmMetric(f"vLLM {version} is older than every name of {key!r} in {METRICS_FILE.name}")
+        raise UnknownVllmMetricError(f"vLLM {version} is older than every name of {key!r} in {METRICS_FILE.name}")
     return max(candidates, key=lambda n: version_tuple(n["since"]))["name"]
 
 
@@ -84,7 +86,8 @@ def vllm_metric_type(key: str) -> str:
 
 
 def exposed_families(version: str) -> frozenset[str] | None:
-    """The metric families (as scraped) vllm_metrics.yaml records for an inspected vLLM version; None if not inspected."""
+    """The metric families (as scraped) vllm_metrics.yaml records for an inspected vLLM version; None if not
+    inspected."""
     names = _metrics_catalog()["exposed"].get(version)
     return frozenset(names) if names is not None else None
 
@@ -174,7 +177,8 @@ def gateway_pod_monitor(plan: Plan) -> dict:
     return {
         "apiVersion": MONITOR_API,
         "kind": "PodMonitor",
-        "metadata": {"name": gateway_objects.NAME, "namespace": plan.settings.namespace, "labels": gateway_objects.pod_labels()},
+        "metadata": {"name": gateway_objects.NAME, "namespace": plan.settings.namespace,
+                     "labels": gateway_objects.pod_labels()},
         "spec": {
             **MONITOR_LIMITS,
             "selector": {"matchLabels": gateway_objects.pod_labels()},
@@ -254,7 +258,8 @@ def gpu_nodes_ready_query(workspace_matcher: str = "") -> str:
 
 def gpu_nodes_query(workspace_matcher: str = "") -> str:
     extra = f", {KSM_WORKSPACE_LABEL}=~\"{workspace_matcher}\"" if workspace_matcher else ""
-    return (f"label_replace(max by (node, {KSM_WORKSPACE_LABEL}) (kube_node_labels{{{KSM_WORKSPACE_LABEL}!=\"\"{extra}}}), "
+    return (f"label_replace(max by (node, {KSM_WORKSPACE_LABEL}) "
+            f"(kube_node_labels{{{KSM_WORKSPACE_LABEL}!=\"\"{extra}}}), "
             f"\"workspace\", \"$1\", \"{KSM_WORKSPACE_LABEL}\", \"(.*)\")")
 
 
@@ -411,7 +416,8 @@ def as_promql(expr: str, window: str = "5m", model: str = ".*", workspace: str =
 # ---------------------------------------------------------------------------------------------------------
 # Alert rules
 
-AZURE_SEVERITY = {"critical": 0, "warning": 2}     # Azure Monitor: Sev0 critical .. Sev4 verbose
+Severity = Literal["critical", "warning"]
+AZURE_SEVERITY: dict[Severity, int] = {"critical": 0, "warning": 2}   # Azure Monitor: Sev0 critical .. Sev4 verbose
 
 
 @dataclass(frozen=True)
@@ -425,7 +431,7 @@ class AlertRule:
     signal: str
     expr: str
     for_minutes: int
-    severity: str
+    severity: Severity
     summary: str
     description: str
 
@@ -618,7 +624,9 @@ def grafana_args(plan: Plan, workspace_id: Any) -> dict | None:
 
 def grafana_admin_groups(plan: Plan) -> tuple[str, ...]:
     g = plan.settings.observability.grafana
-    return g.admin_group_object_ids if g.admin_group_object_ids is not None else plan.settings.cluster.admin_group_object_ids
+    if g.admin_group_object_ids is not None:
+        return g.admin_group_object_ids
+    return plan.settings.cluster.admin_group_object_ids
 
 
 def role_definition_id(subscription_id: str, role: str) -> str:

@@ -46,10 +46,12 @@ def namespace_guardrails(plan: Plan) -> list[dict]:
     lbs = 1 if plan.settings.gateway_enabled else len(plan.replicas)
     return [
         {"apiVersion": "v1", "kind": "ResourceQuota",
-         "metadata": {"name": "kaito-aks-quota", "namespace": ns, "labels": {"app.kubernetes.io/managed-by": "kaito-aks"}},
+         "metadata": {"name": "kaito-aks-quota", "namespace": ns,
+                      "labels": {"app.kubernetes.io/managed-by": "kaito-aks"}},
          "spec": {"hard": {"requests.nvidia.com/gpu": str(gpus), "services.loadbalancers": str(lbs),
                            "pods": str(20 + 4 * len(plan.replicas))}}},
         {"apiVersion": "v1", "kind": "LimitRange",
-         "metadata": {"name": "kaito-aks-defaults", "namespace": ns, "labels": {"app.kubernetes.io/managed-by": "kaito-aks"}},
+         "metadata": {"name": "kaito-aks-defaults", "namespace": ns,
+                      "labels": {"app.kubernetes.io/managed-by": "kaito-aks"}},
          "spec": {"limits": [{"type": "Container", "defaultRequest": {"cpu": "100m", "memory": "128Mi"}}]}},
     ]

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import pathlib
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.servers.required import unavailable
-from tests.servers.vllm import ServerUnavailable, VllmRuntime, VllmServer
+from tests.servers.vllm import ServerUnavailableError, VllmRuntime, VllmServer
 
 SESSION_MODEL = "tiny-llama"
 SERVER_FIXTURES = {"vllm_runtime", "tiny_model_dir", "vllm_server", "vllm_servers", "vllm_server_factory"}
@@ -56,7 +56,7 @@ def vllm_runtime() -> VllmRuntime:
 def tiny_model_dir(vllm_runtime: VllmRuntime) -> pathlib.Path:
     try:
         return vllm_runtime.ensure_tiny_model()
-    except (ServerUnavailable, OSError) as e:
+    except (ServerUnavailableError, OSError) as e:
         unavailable(f"cannot build the tiny model: {e}")
         raise  # unreachable: unavailable() raises
 
@@ -64,7 +64,7 @@ def tiny_model_dir(vllm_runtime: VllmRuntime) -> pathlib.Path:
 def _start(server: VllmServer) -> VllmServer:
     try:
         return server.start().wait_ready()
-    except (ServerUnavailable, OSError) as e:
+    except (ServerUnavailableError, OSError) as e:
         server.stop()
         unavailable(f"vLLM server {server.served_name!r} did not start: {e}")
         raise

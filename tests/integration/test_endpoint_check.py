@@ -113,9 +113,9 @@ def test_api_key_is_sent_but_never_leaks_from_a_passing_check(vllm_server, caplo
 def test_api_key_echoed_by_a_server_is_scrubbed_from_the_error(vllm_server, caplog):
     caplog.set_level(logging.DEBUG)
     lines: list[str] = []
-    with FaultProxy(vllm_server.base_url, [Rule("status", path="/v1/chat", status=500, echo_headers=True)]) as proxy:
-        with pytest.raises(EndpointCheckError) as err:
-            check_endpoint(proxy.url, api_key=SECRET, timeout_s=30, log=lines.append)
+    rules = [Rule("status", path="/v1/chat", status=500, echo_headers=True)]
+    with FaultProxy(vllm_server.base_url, rules) as proxy, pytest.raises(EndpointCheckError) as err:
+        check_endpoint(proxy.url, api_key=SECRET, timeout_s=30, log=lines.append)
     e = err.value
     assert e.step == "chat" and e.status == 500
     assert "Bearer ***" in e.body_excerpt  # the echo is there, the key is not

@@ -17,12 +17,12 @@ import time
 import pytest
 import requests
 
-from infra.endpoint import check_endpoint
 from infra.api_keys import key_id
+from infra.endpoint import check_endpoint
 from infra.render.nginx import GatewayLimits, Route
 from tests.servers.nginx import NginxGateway, nginx_available
 from tests.servers.required import unavailable
-from tests.servers.vllm import MAKE_TINY_MODEL, REPO, ServerUnavailable, VllmRuntime, VllmServer
+from tests.servers.vllm import MAKE_TINY_MODEL, REPO, ServerUnavailableError, VllmRuntime, VllmServer
 
 pytestmark = pytest.mark.servers
 KEYS = ["sk-gw-test-alpha-3f9e1c", "sk-gw-test-beta-77d2aa"]   # keys of at least 16 characters
@@ -43,7 +43,7 @@ def token_paced_model(runtime) -> pathlib.Path:
         proc = subprocess.run([str(runtime.python), str(MAKE_TINY_MODEL), str(tmp), "--hidden", "512", "--heads", "8",
                                "--layers", "8"], capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
-            raise ServerUnavailable(f"building the paced model failed: {proc.stderr[-300:]}")
+            raise ServerUnavailableError(f"building the paced model failed: {proc.stderr[-300:]}")
         tmp.rename(target)
     return target
 
@@ -62,7 +62,7 @@ def replicas():
         servers = [VllmServer(runtime, model_dir, served_name=MODEL).start() for _ in range(2)]
         for server in servers:
             server.wait_ready()
-    except ServerUnavailable as err:
+    except ServerUnavailableError as err:
         for server in servers:
             server.stop()
         unavailable(str(err))
@@ -83,7 +83,7 @@ def gateway(replicas):
     gw = NginxGateway(model_routes, replica_routes, KEYS, LIMITS)
     try:
         gw.start()
-    except ServerUnavailable as err:
+    except ServerUnavailableError as err:
         unavailable(str(err))
     yield gw
     gw.stop()

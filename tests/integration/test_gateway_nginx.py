@@ -19,7 +19,7 @@ from infra.render.nginx import GatewayLimits, Route
 from tests.servers.nginx import NginxGateway, nginx_available
 from tests.servers.nginx_upstream import EchoUpstream, SilentUpstream, dead_address
 from tests.servers.required import unavailable
-from tests.servers.vllm import ServerUnavailable
+from tests.servers.vllm import ServerUnavailableError
 
 pytestmark = pytest.mark.servers
 
@@ -38,7 +38,7 @@ def echo():
     upstream = EchoUpstream()
     try:
         upstream.start()
-    except ServerUnavailable as err:
+    except ServerUnavailableError as err:
         unavailable(str(err))
     yield upstream
     upstream.stop()
@@ -54,7 +54,7 @@ def silent():
 def start(gw: NginxGateway) -> NginxGateway:
     try:
         return gw.start()
-    except ServerUnavailable as err:
+    except ServerUnavailableError as err:
         gw.stop()
         unavailable(str(err))
         raise

@@ -26,10 +26,10 @@ import urllib.request
 import pytest
 import yaml
 
-from infra.render import gateway_objects, model_objects, monitoring, nginx
 from infra.api_keys import key_id
-from infra.render.nginx import GatewayLimits, Route
 from infra.plan import build_plan
+from infra.render import gateway_objects, model_objects, monitoring, nginx
+from infra.render.nginx import GatewayLimits, Route
 from infra.settings import settings_from_config
 from tests.servers.nginx import nginx_available
 from tests.servers.nginx_upstream import dead_address
@@ -48,7 +48,7 @@ from tests.servers.prometheus import (
     relabel_configs,
 )
 from tests.servers.required import unavailable
-from tests.servers.vllm import ServerUnavailable
+from tests.servers.vllm import ServerUnavailableError
 
 pytestmark = pytest.mark.servers
 
@@ -69,7 +69,7 @@ def stack_plan(**alerts):
         "access": {"sourceRanges": ["198.51.100.0/24"]},
         "production": True,
         "observability": {"alerts": alerts} if alerts else {},
-    }, set()))
+    }, {"apiKeys"}))
 
 
 PLAN = stack_plan()
@@ -106,7 +106,7 @@ def stack(vllm_server, vllm_servers):
     replicas = PLAN.replicas_of("tiny")
     hosts = [f"127.0.0.1:{s.port}" for s in replica_servers]
     routes = [Route("tiny", tuple(hosts), replicas[0].served_model), Route("down", (dead_address(),), "none")]
-    replica_routes = [Route(r.workspace, (h,), r.served_model) for r, h in zip(replicas, hosts)]
+    replica_routes = [Route(r.workspace, (h,), r.served_model) for r, h in zip(replicas, hosts, strict=True)]
     started = []
     try:
         mtail = Mtail().start()
@@ -126,7 +126,7 @@ def stack(vllm_server, vllm_servers):
         pod_meta = {monitoring.meta_label("pod", k): v for k, v in gateway_objects.pod_labels().items()}
         gateway_relabel = relabel_configs(pod_monitor["spec"]["podMetricsEndpoints"][0]["relabelings"])
         scrape = []
-        for r, host in zip(replicas, hosts):
+        for r, host in zip(replicas, hosts, strict=True):
             cfg = model_scrape_config(r)
             scrape.append({"job_name": f"serviceMonitor/{r.namespace}/{r.model_name}-vllm/{r.workspace}",
                            "metrics_path": cfg["path"], "static_configs": [{"targets": [host], "labels": cfg["labels"]}],
@@ -141,7 +141,7 @@ def stack(vllm_server, vllm_servers):
         rules = yaml.safe_dump(rule_file, sort_keys=False)
         prometheus = Prometheus(scrape, {"kaito-aks-alerts.yml": rules}).start()
         started.append(prometheus)
-    except ServerUnavailable as err:
+    except ServerUnavailableError as err:
         for s in reversed(started):
             s.stop()
         unavailable(str(err))

@@ -9,6 +9,7 @@ the seam -- HTTP keep-alive, chunked streams, concurrent connections, waiting fo
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 
@@ -16,7 +17,7 @@ import pytest
 from kubernetes.stream.ws_client import PortForward
 
 from infra.endpoint import EndpointCheckError, check_endpoint
-from infra.pod_transport import NoReadyPod, PodTarget, forwarding_session
+from infra.pod_transport import NoReadyPodError, PodTarget, forwarding_session
 
 MODEL = "tiny-llama"
 FULL_CHECKS = ("ready", "models", "chat", "completions", "stream", "concurrency")
@@ -35,10 +36,8 @@ def _pump(src: socket.socket, dst: socket.socket) -> None:
         pass
     finally:
         for s in (src, dst):
-            try:
+            with contextlib.suppress(OSError):
                 s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 def kubernetes_socket_opener(server):
@@ -76,7 +75,7 @@ def test_the_check_waits_for_a_ready_pod(vllm_server):
     def open_socket():
         calls["n"] += 1
         if calls["n"] <= 3:
-            raise NoReadyPod("tiny-abc123 has 1 pod(s), none Ready yet")
+            raise NoReadyPodError("tiny-abc123 has 1 pod(s), none Ready yet")
         return connect()
 
     with forwarding_session(open_socket) as session:
@@ -86,7 +85,7 @@ def test_the_check_waits_for_a_ready_pod(vllm_server):
 
 def test_a_pod_that_never_gets_ready_fails_at_the_deadline_with_the_reason():
     def open_socket():
-        raise NoReadyPod("pod tiny-abc123-0 of tiny-abc123 is not Ready yet")
+        raise NoReadyPodError("pod tiny-abc123-0 of tiny-abc123 is not Ready yet")
 
     with forwarding_session(open_socket) as session, pytest.raises(EndpointCheckError) as err:
         check_endpoint(TARGET.base_url(), timeout_s=3, session=session)

@@ -1,7 +1,6 @@
 """Program tests: the real __main__.py under mocks (see harness.py)."""
 import pytest
-
-from harness import API_KEYS, HF_TOKEN, KUBECONFIG, expected_plan, run_program as _run_program  # noqa: F401
+from harness import run_program as _run_program
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ import threading
 
 import pulumi
 import pytest
-
 from harness import Mocks, RecordingMonitor, expected_plan
+
 from infra.render import monitoring
 
 CLUSTER_ID = "/subscriptions/0000/resourceGroups/rg-kaito-prod/providers/Microsoft.ContainerService/managedClusters/kaito-prod"
@@ -93,7 +93,7 @@ def test_alert_rules_become_one_azure_rule_group(prod):
     group = run.one(RULES).inputs
     assert group["scopes"] == ["obs-amw-id", CLUSTER_ID] and group["clusterName"] == plan.settings.cluster_name
     assert [r["alert"] for r in group["rules"]] == [r.name for r in monitoring.alert_rules(plan)]
-    for rule, expected in zip(group["rules"], monitoring.alert_rules(plan)):
+    for rule, expected in zip(group["rules"], monitoring.alert_rules(plan), strict=True):
         assert rule["expression"] == expected.expr
         assert rule["for"] == f"PT{expected.for_minutes}M"          # `for_` in Python, `for` on the wire
         assert "actions" not in rule                                 # Pulumi.prod.yaml names no receivers
@@ -203,7 +203,7 @@ class FakeGrafana:
 
 
 def test_dashboard_provider_uploads_overwrites_and_deletes(monkeypatch):
-    from components.observability import GrafanaDashboardProvider, TOKEN_ENV
+    from components.observability import TOKEN_ENV, GrafanaDashboardProvider
 
     plan = expected_plan("prod")
     grafana = FakeGrafana()

@@ -14,7 +14,8 @@ import os
 import pathlib
 import subprocess
 import sys
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import pulumi
 import pytest
@@ -49,9 +50,9 @@ def no_stack_env(monkeypatch):
 # ---------------------------------------------------------------------------------------------------------
 # Building policy arguments the way the engine does
 
-def policy_opts(delete_before_replace: Optional[bool] = None, ignore_changes: Optional[list] = None,
-                protect: bool = False, parent: Optional[str] = None,
-                additional_secret_outputs: Optional[list] = None) -> PolicyResourceOptions:
+def policy_opts(delete_before_replace: bool | None = None, ignore_changes: list | None = None,
+                protect: bool = False, parent: str | None = None,
+                additional_secret_outputs: list | None = None) -> PolicyResourceOptions:
     return PolicyResourceOptions(protect=protect, ignore_changes=list(ignore_changes or []),
                                  delete_before_replace=delete_before_replace, aliases=[],
                                  custom_timeouts=PolicyCustomTimeouts(0, 0, 0),
@@ -62,21 +63,21 @@ def urn(typ: str, name: str) -> str:
     return f"urn:pulumi:test::kaito-aks::{typ}::{name}"
 
 
-def resource_args(typ: str, props: dict, name: str = "r", config: Optional[dict] = None,
-                  opts: Optional[PolicyResourceOptions] = None) -> ResourceValidationArgs:
+def resource_args(typ: str, props: dict, name: str = "r", config: dict | None = None,
+                  opts: PolicyResourceOptions | None = None) -> ResourceValidationArgs:
     # the engine hands policies Mapping/Sequence proxies, not dicts/lists: the tests do too
     return ResourceValidationArgs(typ, unknown_checking_proxy(props), urn(typ, name), name, opts or policy_opts(),
                                   None, config)
 
 
-def stack_args(records: list[Record], config: Optional[dict] = None) -> StackValidationArgs:
+def stack_args(records: list[Record], config: dict | None = None) -> StackValidationArgs:
     resources = [PolicyResource(typ, unknown_checking_proxy(props), urn(typ, name), name, opts, None, None, [], {})
                  for typ, name, props, opts in records]
     return StackValidationArgs(resources, config)
 
 
 def violations(policy: ResourceValidationPolicy | StackValidationPolicy,
-               args: ResourceValidationArgs | StackValidationArgs) -> Optional[list[str]]:
+               args: ResourceValidationArgs | StackValidationArgs) -> list[str] | None:
     """The policy's violation messages, or None when it declared itself not applicable."""
     found: list[str] = []
     try:
@@ -86,15 +87,15 @@ def violations(policy: ResourceValidationPolicy | StackValidationPolicy,
     return found
 
 
-def stack_violations(records: list[Record], config: Optional[dict] = None) -> list[str]:
+def stack_violations(records: list[Record], config: dict | None = None) -> list[str]:
     return violations(kp.gated_models_have_token, stack_args(records, config))
 
 
 # ---------------------------------------------------------------------------------------------------------
 # (a) 1. no public LoadBalancer
 
-def service(name: str = "phi3-endpoint", ranges: Optional[list] = None, annotations: Optional[dict] = None,
-            labels: Optional[dict] = None, type_: str = "LoadBalancer") -> dict:
+def service(name: str = "phi3-endpoint", ranges: list | None = None, annotations: dict | None = None,
+            labels: dict | None = None, type_: str = "LoadBalancer") -> dict:
     spec: dict[str, Any] = {"type": type_, "ports": [{"port": 80, "targetPort": 5000}]}
     if ranges is not None:
         spec["loadBalancerSourceRanges"] = ranges
@@ -148,7 +149,7 @@ def test_restricted_internal_or_allowed_load_balancer_passes(svc, config):
 # ---------------------------------------------------------------------------------------------------------
 # (a) 2. gated models have the HF-token Secret
 
-def workspace(name: str, preset: str, secret: Optional[str] = None, ns: str = "llm") -> Record:
+def workspace(name: str, preset: str, secret: str | None = None, ns: str = "llm") -> Record:
     preset_spec: dict[str, Any] = {"name": preset}
     if secret:
         preset_spec["presetOptions"] = {"modelAccessSecret": secret}
@@ -226,7 +227,7 @@ def test_gated_families_decide_without_the_catalog(monkeypatch):
 # ---------------------------------------------------------------------------------------------------------
 # (a) 3. GPU pools are tainted
 
-def pool(vm_size: str, taints: Optional[list] = None, name: str = "gpu1") -> dict:
+def pool(vm_size: str, taints: list | None = None, name: str = "gpu1") -> dict:
     props: dict[str, Any] = {"agentPoolName": name, "vmSize": vm_size, "mode": "User", "count": 1}
     if taints is not None:
         props["nodeTaints"] = taints

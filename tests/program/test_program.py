@@ -3,8 +3,6 @@ import json
 
 import pulumi
 import pytest
-
-
 from harness import API_KEYS, HF_TOKEN, expected_plan
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"

@@ -11,7 +11,6 @@ import copy
 
 import pytest
 import yaml
-
 from harness import ROOT, expected_plan, run_program
 
 WS = "kubernetes:kaito.sh/v1beta1:Workspace"

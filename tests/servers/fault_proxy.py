@@ -24,6 +24,7 @@ largest number of requests handled at once.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import http.client
@@ -32,7 +33,7 @@ import json
 import socket
 import threading
 import urllib.parse
-from typing import Callable
+from collections.abc import Callable
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
               "transfer-encoding", "upgrade", "host", "content-length"}
@@ -117,7 +118,7 @@ class FaultProxy:
         self._server.server_close()
         self._thread.join(timeout=5)
 
-    def __enter__(self) -> "FaultProxy":
+    def __enter__(self) -> FaultProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -193,10 +194,8 @@ def _handler_for(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
 
         def _abort(self) -> None:
             self.close_connection = True
-            try:
+            with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
         def _forward(self, path: str, body: bytes, action: str, rule: Rule | None = None) -> None:
             conn = http.client.HTTPConnection(proxy.upstream_host, proxy.upstream_port,

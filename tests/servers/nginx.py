@@ -16,7 +16,7 @@ import time
 import urllib.request
 
 from infra.render.nginx import GatewayLimits, Route, render_keys_map, render_nginx_conf
-from tests.servers.vllm import ServerUnavailable, free_port
+from tests.servers.vllm import ServerUnavailableError, free_port
 
 NGINX = os.environ.get("KAITO_AKS_NGINX") or shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -60,10 +60,10 @@ class NginxGateway:
         return subprocess.run([NGINX, "-t", "-q", "-p", str(self.dir), "-c", str(self.conf_path)],
                               capture_output=True, text=True, timeout=30)
 
-    def start(self, timeout_s: float = 20) -> "NginxGateway":
+    def start(self, timeout_s: float = 20) -> NginxGateway:
         check = self.test_config()
         if check.returncode != 0:
-            raise ServerUnavailable(f"nginx rejected the generated configuration: {check.stderr.strip()}")
+            raise ServerUnavailableError(f"nginx rejected the generated configuration: {check.stderr.strip()}")
         self.proc = subprocess.Popen([NGINX, "-p", str(self.dir), "-c", str(self.conf_path), "-g", "daemon off;"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + timeout_s
@@ -75,7 +75,7 @@ class NginxGateway:
             except OSError:
                 time.sleep(0.05)
         self.stop()
-        raise ServerUnavailable(f"nginx did not come up: {self.error_log.read_text() if self.error_log.exists() else ''}")
+        raise ServerUnavailableError(f"nginx did not come up: {self.error_log.read_text() if self.error_log.exists() else ''}")
 
     def reload(self, keys: list[str]) -> None:
         """New keys without a restart (what a rolling update achieves in the cluster, in one process)."""

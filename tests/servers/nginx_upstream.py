@@ -17,7 +17,7 @@ import time
 import urllib.request
 
 from tests.servers.nginx import NGINX
-from tests.servers.vllm import ServerUnavailable, free_port
+from tests.servers.vllm import ServerUnavailableError, free_port
 
 # `return` does not escape variables: the tests send header values without quotes or backslashes.
 ECHO = ('{"auth":"$http_authorization","uri":"$request_uri","method":"$request_method",'
@@ -62,7 +62,7 @@ http {{
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 20) -> "EchoUpstream":
+    def start(self, timeout_s: float = 20) -> EchoUpstream:
         self.proc = subprocess.Popen([NGINX, "-p", str(self.dir), "-c", str(self.conf_path), "-g", "daemon off;"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + timeout_s
@@ -77,7 +77,7 @@ http {{
                 time.sleep(0.05)
         err = self.proc.stderr.read().decode(errors="replace") if self.proc.poll() is not None else ""
         self.stop()
-        raise ServerUnavailable(f"the echo upstream nginx did not come up: {err.strip()}")
+        raise ServerUnavailableError(f"the echo upstream nginx did not come up: {err.strip()}")
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -89,7 +89,7 @@ http {{
             self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self) -> "EchoUpstream":
+    def __enter__(self) -> EchoUpstream:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -33,7 +33,7 @@ import yaml
 from infra.render.gateway_objects import MTAIL_PROGRAM_FILE
 from infra.render.nginx import MTAIL_PROGRAM
 from tests.servers.nginx import NginxGateway
-from tests.servers.vllm import ServerUnavailable, free_port
+from tests.servers.vllm import ServerUnavailableError, free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -60,14 +60,14 @@ def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen | None, what: 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise ServerUnavailable(f"{what} exited with {proc.returncode}: {log.read_text(errors='replace')[-800:]}")
+            raise ServerUnavailableError(f"{what} exited with {proc.returncode}: {log.read_text(errors='replace')[-800:]}")
         try:
             with urllib.request.urlopen(url, timeout=1) as r:
                 if r.status == 200:
                     return
         except OSError:
             time.sleep(0.1)
-    raise ServerUnavailable(f"{what} did not answer {url} in {timeout_s:.0f} s: {log.read_text(errors='replace')[-800:]}")
+    raise ServerUnavailableError(f"{what} did not answer {url} in {timeout_s:.0f} s: {log.read_text(errors='replace')[-800:]}")
 
 
 class _Process:
@@ -134,11 +134,11 @@ class Prometheus(_Process):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 30) -> "Prometheus":
+    def start(self, timeout_s: float = 30) -> Prometheus:
         check = subprocess.run([PROMTOOL, "check", "config", str(self.dir / "prometheus.yml")], capture_output=True,
                                text=True, timeout=60)
         if check.returncode != 0:
-            raise ServerUnavailable(f"promtool rejected the test configuration: {check.stdout}{check.stderr}")
+            raise ServerUnavailableError(f"promtool rejected the test configuration: {check.stdout}{check.stderr}")
         self._spawn([PROMETHEUS, f"--config.file={self.dir / 'prometheus.yml'}",
                      f"--storage.tsdb.path={self.dir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}",
                      "--log.level=warn"])
@@ -195,7 +195,7 @@ class NginxExporter(_Process):
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 20) -> "NginxExporter":
+    def start(self, timeout_s: float = 20) -> NginxExporter:
         # the same flags as the pod's sidecar (infra/render/gateway_objects.py metrics_containers), on loopback
         self._spawn([NGINX_EXPORTER, f"--nginx.scrape-uri={self.status_url}",
                      f"--web.listen-address={self.address}"])
@@ -224,7 +224,7 @@ class Mtail(_Process):
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 20) -> "Mtail":
+    def start(self, timeout_s: float = 20) -> Mtail:
         self._spawn([MTAIL, "-progs", str(self.dir / "progs"), "-logs", f"udp://127.0.0.1:{self.syslog_port}",
                      "-address", "127.0.0.1", "-port", str(self.port), "-logtostderr", *self.extra])
         _wait_http(f"http://{self.address}/metrics", timeout_s, self.proc, "mtail", self.log)

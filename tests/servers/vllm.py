@@ -16,6 +16,7 @@ Costs on 2 cores: ~25-35 s to start, ~3 GB RSS (1 GiB of it KV cache) per server
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -45,7 +46,7 @@ SERVER_ENV = {
 }
 
 
-class ServerUnavailable(RuntimeError):
+class ServerUnavailableError(RuntimeError):
     """The server cannot be installed/started here; the message says why (used as the skip reason)."""
 
 
@@ -71,7 +72,7 @@ class VllmRuntime:
         return pathlib.Path(os.environ.get("KAITO_AKS_VLLM_VENV") or DEFAULT_VENV)
 
     @classmethod
-    def discover(cls) -> "VllmRuntime | None":
+    def discover(cls) -> VllmRuntime | None:
         venv = cls.venv_path()
         if not (venv / "bin" / "python").exists():
             return None
@@ -90,7 +91,7 @@ class VllmRuntime:
             proc = subprocess.run([str(self.python), str(MAKE_TINY_MODEL), str(tmp)],
                                   capture_output=True, text=True, timeout=300)
             if proc.returncode != 0:
-                raise ServerUnavailable(f"building the tiny model failed: {proc.stderr.strip()[-500:]}")
+                raise ServerUnavailableError(f"building the tiny model failed: {proc.stderr.strip()[-500:]}")
             try:
                 tmp.rename(target)
             except OSError:  # another process won the race: use its copy
@@ -139,18 +140,15 @@ class VllmServer:
                 "--dtype", "float32", "--max-model-len", "512", "--enforce-eager", *self.extra_args]
 
     # -- lifecycle ------------------------------------------------------------------------------------
-    def start(self) -> "VllmServer":
+    def start(self) -> VllmServer:
         if self.running:
             return self
         env = {**os.environ, **SERVER_ENV}
         env.pop("PYTHONPATH", None)  # the project's path must not shadow the vLLM venv's packages
-        log = open(self.log_path, "ab")
-        try:
+        with open(self.log_path, "ab") as log:     # the server keeps its own descriptor
             self.proc = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, env=env, cwd=str(self.model_dir.parent),
                                          start_new_session=True)
-        finally:
-            log.close()
         self.started_at = time.monotonic()
         self.ready_at = None
         return self
@@ -166,19 +164,19 @@ class VllmServer:
         except (OSError, urllib.error.URLError):
             return False
 
-    def wait_ready(self, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> "VllmServer":
-        """Block until /health answers 200; raise ServerUnavailable (with the log tail) otherwise."""
+    def wait_ready(self, timeout_s: float = DEFAULT_START_TIMEOUT_S) -> VllmServer:
+        """Block until /health answers 200; raise ServerUnavailableError (with the log tail) otherwise."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.healthy():
                 self.ready_at = time.monotonic()
                 return self
             if not self.running:
-                raise ServerUnavailable(f"vLLM exited with code {self.proc.returncode if self.proc else None} "
+                raise ServerUnavailableError(f"vLLM exited with code {self.proc.returncode if self.proc else None} "
                                         f"before /health answered; log tail:\n{self.log_tail()}")
             time.sleep(0.2)
         self.stop()
-        raise ServerUnavailable(f"vLLM did not answer /health within {timeout_s:.0f} s; log tail:\n{self.log_tail()}")
+        raise ServerUnavailableError(f"vLLM did not answer /health within {timeout_s:.0f} s; log tail:\n{self.log_tail()}")
 
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM the process group (API server, EngineCore, workers), SIGKILL after ``grace_s``."""
@@ -203,10 +201,8 @@ class VllmServer:
 
     def _signal_group(self, sig: signal.Signals) -> None:
         assert self.proc is not None
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)  # start_new_session=True: pgid == pid
-        except (ProcessLookupError, PermissionError):
-            pass
 
     def log_tail(self, lines: int = 40) -> str:
         try:
@@ -214,7 +210,7 @@ class VllmServer:
         except OSError:
             return "(no log)"
 
-    def __enter__(self) -> "VllmServer":
+    def __enter__(self) -> VllmServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

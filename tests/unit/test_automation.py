@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from infra import automation
-from infra.automation import CLI_MISSING, Deps, OperationFailed, StackOutput
+from infra.automation import CLI_MISSING, Deps, OperationFailedError, StackOutput
 from infra.errors import UserError
 from infra.settings import PROJECT_DIR
 from tests.unit.azure_facts import SUB, FakeAzure
@@ -299,7 +299,7 @@ def test_secrets_are_redacted_everywhere(h):
 
 
 def test_errors_are_redacted(h):
-    h.stack = FakeStack(fail=OperationFailed(f"provider said: bad token {HF}"))
+    h.stack = FakeStack(fail=OperationFailedError(f"provider said: bad token {HF}"))
     h.api.stack = h.stack
     code, summary = h("up", "--stack", "dev", "--yes", "--secret-env", "hfToken=HF_TOKEN")
     assert code == 1
@@ -498,7 +498,7 @@ def test_preview_summary(h):
 
 
 def test_engine_failure_is_exit_1_with_a_failed_summary(h):
-    h.stack = FakeStack(fail=OperationFailed("azure-native:containerservice:AgentPool gphi3: QuotaExceeded"))
+    h.stack = FakeStack(fail=OperationFailedError("azure-native:containerservice:AgentPool gphi3: QuotaExceeded"))
     h.api.stack = h.stack
     code, summary = h("up", "--stack", "dev", "--yes")
     assert code == 1
@@ -561,7 +561,7 @@ def test_command_errors_become_one_line_failures():
             raise cls(CommandResult(stdout="Updating (dev)\n", stderr="warning: x\nerror: update failed: quota\n", code=255))
         return fn
 
-    with pytest.raises(OperationFailed) as failed:
+    with pytest.raises(OperationFailedError) as failed:
         automation.call_translating_errors(boom(auto.CommandError), auto, "dev")
     assert str(failed.value) == "update failed: quota"
     with pytest.raises(UserError) as locked:
@@ -700,7 +700,7 @@ def test_production_boundary_maps_errors(fake_pulumi, tmp_path, monkeypatch):
     assert missing.value.exit_code == 2 and missing.value.lines[0].startswith("stack missing: not found in the backend")
     stack = api.select_stack("dev")
     monkeypatch.setenv("FAKE_PULUMI_FAIL", "up")
-    with pytest.raises(OperationFailed) as failed:
+    with pytest.raises(OperationFailedError) as failed:
         stack.up(print, print)
     assert str(failed.value) == "update failed: azure-native:containerservice:AgentPool gphi3: QuotaExceeded"
     monkeypatch.setenv("FAKE_PULUMI_LOCKED", "destroy")

@@ -24,7 +24,7 @@ import urllib.parse
 import pytest
 
 from infra import automation
-from infra.automation import Deps, OperationFailed, StackOutput
+from infra.automation import Deps, OperationFailedError, StackOutput
 from infra.errors import UserError
 from infra.settings import PROJECT_DIR
 
@@ -253,7 +253,7 @@ def test_every_encoded_form_is_redacted_in_stream_errors_and_outputs(tmp_path, s
 
 
 def test_an_engine_error_with_an_encoded_secret_is_redacted(tmp_path):
-    stack = FakeStack(fail=OperationFailed(f"provider said: bad token {HF.upper()} / {urllib.parse.quote_plus(HF)}"))
+    stack = FakeStack(fail=OperationFailedError(f"provider said: bad token {HF.upper()} / {urllib.parse.quote_plus(HF)}"))
     h = Harness(tmp_path, stack)
     code, summary = h("up", "--stack", "dev", "--yes", "--secret-env", "hfToken=HF_TOKEN")
     assert code == 1 and summary["errors"] == ["up dev failed: provider said: bad token [secret] / [secret]"]
@@ -305,7 +305,7 @@ def test_a_secret_split_across_two_lines_of_an_engine_error_is_caught(tmp_path):
 
     try:
         automation.call_translating_errors(failing, auto, "dev")
-    except OperationFailed as e:
+    except OperationFailedError as e:
         failure = e
     h = Harness(tmp_path, FakeStack(fail=failure))
     code, summary = h("up", "--stack", "dev", "--yes", "--secret-env", "hfToken=HF_TOKEN")
@@ -403,7 +403,7 @@ def test_outputs_nested_too_deeply_or_unserialisable_are_one_line(tmp_path):
 
 
 def test_main_is_a_last_resort_for_bugs_in_run(monkeypatch, capsys):
-    def broken(argv=None, deps=None):
+    def broken(argv=None, deps=None, prog=None):
         raise RecursionError(f"deep {HF}")
 
     monkeypatch.setattr(automation, "run", broken)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from infra.render import azure_args
 from infra.errors import UserError
 from infra.plan import build_plan
+from infra.render import azure_args
 from infra.settings import settings_from_config
 
 ACCESS = {"sourceRanges": ["203.0.113.0/24"]}

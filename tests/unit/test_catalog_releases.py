@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from infra.render import azure_args, model_objects
-from infra.catalog import UnknownKaitoVersion, load_catalog
+from infra.catalog import UnknownKaitoVersionError, load_catalog
 from infra.errors import UserError
 from infra.models import ResolveError, resolve
 from infra.plan import build_plan
+from infra.render import azure_args, model_objects
 from infra.settings import settings_from_config
 from infra.sizing import SizingRequest, evaluate
 
@@ -175,7 +175,7 @@ def test_the_add_on_default_is_assumed_with_its_evidence_and_a_pinned_version_is
 def test_unknown_versions_are_refused_with_the_known_ones_and_new_patches_follow_their_line():
     assert "kaito-aks has no rules for KAITO 0.13.0; it knows 0.6.0, 0.6.1" in refused(
         {"name": "m", "model": "phi-3-mini-4k-instruct"}, version="0.13.0")
-    with pytest.raises(UnknownKaitoVersion):
+    with pytest.raises(UnknownKaitoVersionError):
         CAT.release("0.5.9")
     patch = CAT.release("0.11.3")
     assert patch.line == "0.11" and patch.estimator == CAT.release("0.11.0").estimator and "0.11.0" in patch.note

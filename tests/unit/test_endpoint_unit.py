@@ -4,6 +4,7 @@ the retry loop's deadline, the CLI's argument errors, and the dynamic provider's
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email.utils
 import http.server
 import json
@@ -23,9 +24,9 @@ from infra import endpoint as ep
 from infra.endpoint import (
     EndpointCheckError,
     EndpointResult,
+    ShapeError,
     SSEError,
     SSEParser,
-    ShapeError,
     consume_chat_stream,
 )
 
@@ -389,7 +390,7 @@ def test_result_to_dict_is_json_ready_and_rounded():
 
 def test_result_is_frozen_and_summary_lists_notes():
     r = make_result()
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         r.model = "x"  # type: ignore[misc]
     text = ep.summarize(r)
     assert text.startswith("OK http://gw: model m (as expected)") and "note: n1" in text and "TTFT n/a" in text

@@ -10,8 +10,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from infra.render import model_objects
 from infra.plan import build_plan
+from infra.render import model_objects
 from infra.settings import settings_from_config
 
 CRDS = pathlib.Path(__file__).resolve().parents[1] / "data" / "kaito-crds"

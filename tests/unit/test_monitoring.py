@@ -12,10 +12,10 @@ import jsonschema
 import pytest
 import yaml
 
-from infra.render import common, gateway_objects, model_objects, monitoring, nginx
 from infra.catalog import load_catalog
 from infra.errors import UserError
 from infra.plan import build_plan
+from infra.render import common, gateway_objects, model_objects, monitoring, nginx
 from infra.settings import load_stack_file, settings_from_config
 from tests.servers.prometheus import PROMTOOL, missing, promtool
 from tests.servers.required import unavailable
@@ -39,7 +39,7 @@ def settings(stack: str = "obs", **values):
         "production": True,
     }
     base.update(values)
-    return settings_from_config(stack, base, set())
+    return settings_from_config(stack, base, {"apiKeys"})
 
 
 def plan_of(**values):
@@ -110,9 +110,9 @@ def test_renamed_metrics_follow_the_version(version, kv, tpot):
 
 
 def test_unknown_metric_or_too_old_version_is_refused():
-    with pytest.raises(monitoring.UnknownVllmMetric):
+    with pytest.raises(monitoring.UnknownVllmMetricError):
         monitoring.vllm_metric("0.25.1", "gpu_temperature")
-    with pytest.raises(monitoring.UnknownVllmMetric):
+    with pytest.raises(monitoring.UnknownVllmMetricError):
         monitoring.vllm_metric("0.8.5", "kv_cache_usage")
 
 
@@ -294,7 +294,7 @@ def test_dashboard_shape(plan):
     for p in board["panels"]:
         if p["type"] != "row":
             assert p["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
-            assert 0 <= p["gridPos"]["x"] and p["gridPos"]["x"] + p["gridPos"]["w"] <= 24
+            assert p["gridPos"]["x"] >= 0 and p["gridPos"]["x"] + p["gridPos"]["w"] <= 24
 
 
 def test_alert_rules_shape(plan):
@@ -336,7 +336,7 @@ def render_rule_tests(plan, directory: pathlib.Path, rules: dict | None = None) 
         for check in case.get("alert_rule_test", []):
             for alert in check["exp_alerts"]:
                 alert["exp_annotations"] = {
-                    k: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: alert["exp_labels"][m.group(1)], v)
+                    k: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m, labels=alert["exp_labels"]: labels[m.group(1)], v)
                     for k, v in annotations[check["alertname"]].items()}
     (directory / "rules.yml").write_text(yaml.safe_dump(rules or monitoring.prometheus_rules(plan), sort_keys=False))
     (directory / "alerts_test.yml").write_text(yaml.safe_dump(cases, sort_keys=False))

@@ -12,12 +12,21 @@ import re
 import pytest
 
 from infra import api_keys
-from infra.render import gateway_objects, nginx
+from infra.api_keys import (
+    KEY_CHARS,
+    KEY_MAX_LENGTH,
+    KEY_MIN_LENGTH,
+    MAX_KEYS,
+    ApiKeysError,
+    key_id,
+    parse_api_keys,
+    validate_api_keys,
+)
 from infra.errors import UserError
-from infra.api_keys import KEY_CHARS, KEY_MAX_LENGTH, KEY_MIN_LENGTH, MAX_KEYS, ApiKeysError, key_id, parse_api_keys, validate_api_keys
+from infra.plan import build_plan
+from infra.render import gateway_objects, nginx
 from infra.render.gateway_objects import keys_secret_from_setting
 from infra.render.nginx import GatewayLimits, Route, key_regex, render_keys_map, render_nginx_conf
-from infra.plan import build_plan
 from infra.settings import load_stack_file
 
 MARK = "SeCrEtMaRk"           # in every key below: an error message must never contain it, in any case
@@ -133,7 +142,7 @@ def matches(regex: str, header: str) -> bool:
 
 def test_the_map_accepts_the_exact_key_with_any_case_of_bearer():
     keys = [KEY_A, "".join(sorted(KEY_CHARS))]
-    for (regex, kid), key in zip(map_entries(keys), keys):
+    for (regex, kid), key in zip(map_entries(keys), keys, strict=True):
         assert kid == key_id(key)
         for header in (f"Bearer {key}", f"bearer {key}", f"BEARER {key}", f"bEaReR   {key}"):
             assert matches(regex, header), header

@@ -135,7 +135,7 @@ def test_a_real_a10_node_reports_the_vgpu_profile_the_catalog_pre_sets():
     settings = settings_from_config("prod", {
         "models": [{"name": "m", "model": "llama-3.1-8b-instruct", "maxModelLen": 4096}],
         "kaito": {"mode": "helm"}, "access": {"sourceRanges": ["203.0.113.0/24"]},
-        "cluster": {"apiServerAuthorizedIpRanges": ["203.0.113.0/24"]}}, {"hfToken"})
+        "cluster": {"apiServerAuthorizedIpRanges": ["203.0.113.0/24"]}}, {"hfToken", "apiKeys"})
     (r,) = build_plan(settings).replicas
     assert r.instance_type == "Standard_NV36ads_A10_v5"
     real = A10_GFD_NODE["metadata"]["labels"]

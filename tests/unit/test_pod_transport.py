@@ -7,7 +7,7 @@ import pathlib
 
 import pytest
 
-from infra.pod_transport import INFERENCE_PORT, NoReadyPod, PodTarget, ready_pod
+from infra.pod_transport import INFERENCE_PORT, NoReadyPodError, PodTarget, ready_pod
 
 PODS = pathlib.Path(__file__).parents[1] / "data" / "pods"
 SELECTOR = {"kaito.sh/workspace": "llama-70b-3f9e1c"}
@@ -19,7 +19,7 @@ def pods(name: str) -> list[dict]:
 
 def test_the_leader_of_a_multi_node_group_is_waited_for_even_when_a_worker_is_ready():
     leader = PodTarget("kaito-aks", SELECTOR, pod="llama-70b-3f9e1c-0", label="llama-70b-3f9e1c")
-    with pytest.raises(NoReadyPod, match="pod llama-70b-3f9e1c-0 of llama-70b-3f9e1c is not Ready yet"):
+    with pytest.raises(NoReadyPodError, match="pod llama-70b-3f9e1c-0 of llama-70b-3f9e1c is not Ready yet"):
         ready_pod(pods("multi-node-leader-loading.json"), leader)
     assert ready_pod(pods("multi-node-ready.json"), leader) == "llama-70b-3f9e1c-0"
 
@@ -31,17 +31,17 @@ def test_any_ready_pod_serves_a_single_node_replica():
 
 
 def test_terminating_and_pending_pods_are_not_ready():
-    with pytest.raises(NoReadyPod, match="has 2 pod\\(s\\), none Ready yet"):
+    with pytest.raises(NoReadyPodError, match="has 2 pod\\(s\\), none Ready yet"):
         ready_pod(pods("terminating-and-pending.json"), PodTarget("kaito-aks", SELECTOR))
-    with pytest.raises(NoReadyPod, match="is not Ready yet"):
+    with pytest.raises(NoReadyPodError, match="is not Ready yet"):
         ready_pod(pods("terminating-and-pending.json"), PodTarget("kaito-aks", SELECTOR, pod="llama-70b-3f9e1c-0"))
 
 
 def test_no_pod_yet_is_said_and_is_retryable():
-    with pytest.raises(NoReadyPod, match="llama-70b-3f9e1c has no pod yet") as err:
+    with pytest.raises(NoReadyPodError, match="llama-70b-3f9e1c has no pod yet") as err:
         ready_pod([], PodTarget("kaito-aks", SELECTOR, label="llama-70b-3f9e1c"))
     assert isinstance(err.value, OSError)     # the check retries OSErrors like refused connections
-    with pytest.raises(NoReadyPod, match="does not exist yet"):
+    with pytest.raises(NoReadyPodError, match="does not exist yet"):
         ready_pod([], PodTarget("kaito-aks", SELECTOR, pod="llama-70b-3f9e1c-0"))
 
 

@@ -20,6 +20,8 @@ def test_project_file():
 
 
 def test_declared_defaults_match_the_settings_model():
-    for key, default in project_defaults().items():
+    defaults = project_defaults()
+    assert defaults, "Pulumi.yaml declares no default the settings read: this test would compare nothing"
+    for key, default in defaults.items():
         field = next(f for n, f in Settings.model_fields.items() if (f.alias or n) == key)
         assert field.default == default, key

@@ -47,8 +47,13 @@ CASES = {
                    ["kaito-aks:access.sourceRanges: together the ranges admit every IPv4 address (the same as 0.0.0.0/0)"]),
     "no-access": ("  kaito-aks:models: [{name: a, model: phi-3-mini-4k-instruct}]\n",
                   ["kaito-aks:access.sourceRanges: not set, so the endpoints would be open to the internet"]),
-    "prod-needs-ranges": (OK_ACCESS + "  kaito-aks:production: true\n  kaito-aks:models: [{name: a, model: phi-3-mini-4k-instruct}]\n",
+    "prod-needs-ranges": (OK_ACCESS + "  kaito-aks:production: true\n  kaito-aks:gateway: {enabled: false}\n"
+                          "  kaito-aks:models: [{name: a, model: phi-3-mini-4k-instruct}]\n",
                           ["kaito-aks:cluster.apiServerAuthorizedIpRanges: required for a production stack"]),
+    "gateway-without-api-keys": (OK_ACCESS + "  kaito-aks:gateway: {enabled: true}\n"
+                                 "  kaito-aks:models: [{name: a, model: phi-3-mini-4k-instruct}]\n",
+                                 ["kaito-aks:apiKeys: the gateway (on for production stacks, or gateway.enabled) "
+                                  "needs API keys"]),
     "gated-without-token": (OK_ACCESS + "  kaito-aks:models: [{name: a, model: llama-3.1-8b-instruct}]\n",
                             ["kaito-aks:hfToken: meta-llama/Llama-3.1-8B-Instruct (kaito-aks:models[0]) is gated"]),
     "bad-budget": (OK_ACCESS + "  kaito-aks:budget: {maxUsdPerHour: -3}\n  kaito-aks:models: [{name: a, model: phi-3-mini-4k-instruct}]\n",
@@ -82,7 +87,7 @@ def test_settings_error_path(tmp_path, name):
     assert "Traceback" not in result.stderr and result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == len(expected), lines
-    for line, prefix in zip(lines, expected):
+    for line, prefix in zip(lines, expected, strict=True):
         assert line.startswith(prefix), (line, prefix)
 
 

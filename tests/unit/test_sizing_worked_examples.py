@@ -8,8 +8,7 @@ import pytest
 
 from infra.catalog import load_catalog
 from infra.models import resolve
-from infra.sizing import (SizingRequest, byo_per_gpu_gib, choose, estimator_nodes, evaluate,
-                          kaito_v06_placement)
+from infra.sizing import SizingRequest, byo_per_gpu_gib, choose, estimator_nodes, evaluate, kaito_v06_placement
 
 CAT = load_catalog()
 V06 = CAT.release("0.6.0")
@@ -42,7 +41,7 @@ D = {
              "3/3/y/18.36 NOFIT|2/2/y/24.48 NOFIT|4/4/y/12.8 NOFIT|2/2/y/13.04 NOFIT|2/2/y/7.346 NOFIT|1/1/n/7.346 OK|"
              "1/1/n/14.692 OK|1/1/n/32.77 OK|2/1/y/13.96 IDLE|1/1/n/13.96 OK|1/1/n/98.32 OK",
 }
-D_CASES = [(preset, sku, cell) for preset, row in D.items() for sku, cell in zip(SKUS, row.split("|"))]
+D_CASES = [(preset, sku, cell) for preset, row in D.items() for sku, cell in zip(SKUS, row.split("|"), strict=True)]
 
 
 @pytest.mark.parametrize("preset,sku,cell", D_CASES, ids=[f"{p}-{s}" for p, s, _ in D_CASES])
@@ -81,7 +80,7 @@ E = {
     "qwen2.5-coder-32b-instruct": "4 PP|2 PP|2 PP|1 TP=2|1 TP=4|1 TP=8|1 TP=1|1 TP=2|1 TP=8",
     "llama-3.3-70b-instruct": "9 PP|5 PP|3 PP|2 PP|1 TP=4|1 TP=8|2 PP|1 TP=2|1 TP=8",
 }
-E_CASES = [(preset, sku, cell) for preset, row in E.items() for sku, cell in zip(E_SKUS, row.split("|"))]
+E_CASES = [(preset, sku, cell) for preset, row in E.items() for sku, cell in zip(E_SKUS, row.split("|"), strict=True)]
 
 
 @pytest.mark.parametrize("memory_source", ["sku-table", "node-labels"])

@@ -15,7 +15,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -238,6 +239,10 @@ def test_pull_request_job_runs_what_ci_run_runs():
     scripts = "\n".join(s.get("run", "") for s in job["steps"])
     assert re.search(r"pip install\b.*-r requirements-dev\.txt", ci)
     assert re.search(r"\.venv/bin/pip install\b.*-r requirements-dev\.txt", scripts)
+    for check in ("ruff check .", "mypy"):      # the static checks, before the tests
+        line = re.search(rf"^{re.escape(check)}$", ci, re.M)
+        assert line and line.start() < ci.index("python -m pytest"), f".ci/run runs `{check}` before the tests"
+        assert re.search(rf"^\s*{re.escape(check)}$", scripts, re.M), f"the PR job does not run `{check}`"
     assert "bash tests/servers/install_vllm.sh" in ci and "bash tests/servers/install_vllm.sh" in scripts
     stacks = re.findall(r"python -m infra plan --stack (\w+)", ci)
     assert stacks, ".ci/run plans stacks"
