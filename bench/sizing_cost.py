@@ -7,7 +7,7 @@ physical-fit test; 0.12: the estimator), and costed at nodes x $/h. The two must
 compares against the hand-picked sizes of the manual walkthrough kaito-aks replaces (phi-2 on Standard_NC24ads_A100_v4, the 70B on
 Standard_NC96ads_A100_v4).
 
-    python -m bench.sizing_cost            # summary + mismatches + seed comparison (from the repository root)
+    python -m bench.sizing_cost            # summary + mismatches + walkthrough comparison (from the repository root)
     python -m bench.sizing_cost --all      # one line per model and version
 """
 from __future__ import annotations
@@ -145,7 +145,7 @@ def main() -> int:
             source = "node-labels" if release.line == "0.12" else "sku-table"
             chosen = choose(SizingRequest(model, "vllm", release, memory_source=source), catalog).chosen
             saving = 1 - chosen.usd_per_hour / seed_price
-            print(f"  {ref} @ {version} as {model.preset}: seed 1 x {seed_size} ${seed_price:.3f}/h; kaito-aks "
+            print(f"  {ref} @ {version} as {model.preset}: walkthrough 1 x {seed_size} ${seed_price:.3f}/h; kaito-aks "
                   f"{chosen.nodes} x {chosen.instance_type} ${chosen.usd_per_hour:.3f}/h ({saving:.0%} less)")
     return 1 if mismatches else 0
 
