@@ -2,7 +2,8 @@
 than the one the plan was sized for, before any GPU pool or Workspace is created.
 
 It reads the ``kaito-workspace`` Deployment (and, if its image names no version, the KAITO CRDs) with the official
-Kubernetes client from the stack's kubeconfig; :func:`infra.version_gate.gate_problem` decides. Every GPU pool and
+Kubernetes client from the stack's kubeconfig (:func:`infra.version_gate.read_running`);
+:func:`infra.version_gate.gate_problem` decides. Every GPU pool and
 Workspace depends on it. Its diff always reports a change, so each `pulumi up` reads the version again: AKS may move
 the add-on to a new KAITO release between two deployments.
 
@@ -19,15 +20,7 @@ import pulumi
 from pulumi.dynamic import CreateResult, DiffResult, ReadResult, Resource, ResourceProvider, UpdateResult
 
 from infra.catalog import KaitoMode
-from infra.version_gate import (
-    DEPLOYMENT,
-    NAMESPACE,
-    WORKSPACE_CRD,
-    RunningKaito,
-    VersionGateError,
-    running_kaito,
-    wait_for_version,
-)
+from infra.version_gate import VersionGateError, read_running, wait_for_version
 
 DEFAULT_TIMEOUT_S = 1200.0      # the add-on's controller appears a few minutes after the cluster
 POLL_S = 10.0
@@ -40,28 +33,6 @@ def _kaito_mode(value: Any) -> KaitoMode:
     if value == "helm":
         return "helm"
     raise ValueError(f"mode {value!r} is neither addon nor helm")
-
-
-def read_running(kubeconfig: str, mode: KaitoMode) -> RunningKaito:
-    """The KAITO release the cluster runs, read over the Kubernetes API."""
-    import yaml
-    from kubernetes import client, config
-    from kubernetes.client.exceptions import ApiException
-
-
-    api_client = config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
-    apps, ext = client.AppsV1Api(api_client), client.ApiextensionsV1Api(api_client)
-    try:
-        deployment = api_client.sanitize_for_serialization(
-            apps.read_namespaced_deployment(DEPLOYMENT, NAMESPACE[mode], _request_timeout=30))
-    except ApiException as err:
-        if err.status != 404:
-            raise
-        deployment = None
-    crds = api_client.sanitize_for_serialization(ext.list_custom_resource_definition(_request_timeout=30))
-    names = [c["metadata"]["name"] for c in crds.get("items", []) if c["metadata"]["name"].endswith(".kaito.sh")]
-    workspace = next((c for c in crds.get("items", []) if c["metadata"]["name"] == WORKSPACE_CRD), None)
-    return running_kaito(mode, deployment, names, workspace)
 
 
 class KaitoVersionGateProvider(ResourceProvider):

@@ -46,9 +46,13 @@ In order, it:
    strings, path=False) and ``--secret-env`` (``hfToken=HF_TOKEN``: the value of ``$HF_TOKEN`` as the secret
    ``kaito-aks:hfToken``; values are never printed). Like ``pulumi config set``, both are written to
    ``Pulumi.<stack>.yaml`` (secrets encrypted);
-7. installs the resource plugins the program needs (azure-native, kubernetes, at the versions of the
+7. for ``preview`` of a stack whose cluster exists (its ``kubeconfig`` output is set): reads the KAITO release the
+   cluster runs, as ``pulumi up``'s version gate does (:func:`infra.version_gate.read_running`), and refuses with
+   the gate's line when it is not the release the plan was sized for -- the preview would show a plan the cluster
+   can't run. A cluster that can't be read is a note, not a refusal (``up`` checks again);
+8. installs the resource plugins the program needs (azure-native, kubernetes, at the versions of the
    installed SDKs), then runs the operation, streaming the engine's output;
-8. prints a one-line result on stderr and, with ``--json-out``, writes the summary below.
+9. prints a one-line result on stderr and, with ``--json-out``, writes the summary below.
 
 ``outputs`` prints one line per endpoint for scripts, tab-separated:
 ``model  url  served_model  runtime  kaito_version`` (runtime comes from the stack file's plan; "vllm" when
@@ -109,6 +113,10 @@ JSON summary (``--json-out FILE``, ``schema_version`` 1; fields are only ever ad
         "skipped_because": "--skip-preflight" | "KAITO_AKS_SKIP_AZURE_CHECK=1" | "destroy: only preview and up run it"
                            | null,                         # null: it ran, or the run stopped before it
         "problems": ["one line per problem, with the fix"] # [] when Azure will accept every pool (or not run)
+      },
+      "kaito_version": {                                   # preview against an existing cluster (step 7)
+        "checked": true, "running": "0.11.2" | null, "planned": "0.11.0",
+        "note": "why it wasn't checked, or how it was read" | null
       }
     }
 """
@@ -137,11 +145,13 @@ from typing import Any, Literal, NoReturn, Protocol
 
 from infra import cli_preflight
 from infra.api_keys import ApiKeysError, parse_api_keys
+from infra.catalog import KaitoMode
 from infra.errors import MAX_LINE_CHARS, UserError, bounded_line
 from infra.plan import Plan, build_plan
 from infra.preflight import Report, read_azure
 from infra.settings import KNOWN_KEYS, PROJECT, PROJECT_DIR, SECRET_KEYS, settings_from_stack_config, stack_file
 from infra.stack_yaml import load_yaml_mapping, parse_yaml_text
+from infra.version_gate import RunningKaito, gate_problem, read_running
 
 Operation = Literal["preview", "up", "destroy", "refresh", "outputs"]
 RunResult = Literal["succeeded", "failed", "refused"]       # the summary's "result"
@@ -1005,6 +1015,8 @@ class Summary:
     plan: dict | None = None
     preflight: dict[str, Any] = dataclasses.field(
         default_factory=lambda: {"ran": False, "skipped_because": None, "problems": []})
+    kaito_version: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"checked": False, "running": None, "planned": None, "note": None})
 
     def to_json(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, **dataclasses.asdict(self)}
@@ -1024,6 +1036,8 @@ class Deps:
     # the Azure side of the preflight: the credential (from the environment) and the read of usages/SKUs/scale sets
     azure_credential: Callable[[Mapping[str, str]], Any] = cli_preflight.default_credential
     azure_read: cli_preflight.ReadAzure = read_azure
+    # preview against an existing cluster: the KAITO release it runs (kubeconfig, mode) -> what the gate reads
+    read_kaito: Callable[[str, KaitoMode], RunningKaito] = read_running
 
 
 def execute(request: Request, deps: Deps, summary: Summary, redactor: Redactor) -> None:
@@ -1041,6 +1055,9 @@ def execute(request: Request, deps: Deps, summary: Summary, redactor: Redactor) 
     else:
         summary.preflight["skipped_because"] = f"{op}: only preview and up run it"
     stack = open_stack(request, deps, doc, pulumi)
+    if op == "preview":
+        assert plan is not None, "preview is planned first (RUNS_PLAN)"
+        check_running_kaito(stack, plan, deps, summary, redactor)
     if op != "outputs":
         summary.resource_changes = run_operation(stack, op, deps, redactor)
     if op in ("up", "refresh", "outputs"):
@@ -1052,6 +1069,27 @@ def execute(request: Request, deps: Deps, summary: Summary, redactor: Redactor) 
     if op == "outputs":
         for line in endpoint_lines(summary.endpoints):
             deps.out(_printable_text(line))
+
+
+def check_running_kaito(stack: StackApi, plan: Plan, deps: Deps, summary: Summary, redactor: Redactor) -> None:
+    """Preview of a stack whose cluster exists: refuse when it runs another KAITO release than the plan's."""
+    state = summary.kaito_version
+    state["planned"] = plan.kaito_version
+    kubeconfig = stack.outputs().get("kubeconfig")
+    if kubeconfig is None or not isinstance(kubeconfig.value, str) or not kubeconfig.value:
+        state["note"] = "no cluster yet: `pulumi up` checks the version once the cluster exists"
+        return
+    redactor.add(kubeconfig.value)
+    try:
+        running = deps.read_kaito(kubeconfig.value, plan.kaito_mode)
+    except Exception as err:  # noqa: BLE001 -- any failure to read is a note: `up`'s gate reads it again
+        state["note"] = f"the cluster's KAITO version could not be read ({type(err).__name__}); `pulumi up` checks it"
+        deps.err(redactor.text(f"note: {state['note']}"))
+        return
+    state["checked"], state["running"], state["note"] = True, running.shown, running.evidence
+    problem = gate_problem(running, plan.kaito_version, plan.kaito_mode)
+    if problem is not None:
+        raise UserError([redactor.text(problem)])
 
 
 def open_stack(request: Request, deps: Deps, doc: Mapping[str, Any] | None = None,

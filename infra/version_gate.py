@@ -150,3 +150,26 @@ def wait_for_version(read: Callable[[], RunningKaito], planned: str, mode: Kaito
         if settled or clock() >= deadline:
             raise VersionGateError(problem)
         sleep(poll_s)
+
+
+def read_running(kubeconfig: str, mode: KaitoMode) -> RunningKaito:
+    """The KAITO release the cluster runs, read over the Kubernetes API (the gate in `pulumi up`, and the
+    Automation driver's preview when the cluster exists)."""
+    # imported here: only a deploy or a preview against a cluster needs the Kubernetes client
+    import yaml
+    from kubernetes import client, config
+    from kubernetes.client.exceptions import ApiException
+
+    api_client = config.new_client_from_config_dict(yaml.safe_load(kubeconfig))
+    apps, ext = client.AppsV1Api(api_client), client.ApiextensionsV1Api(api_client)
+    try:
+        deployment = api_client.sanitize_for_serialization(
+            apps.read_namespaced_deployment(DEPLOYMENT, NAMESPACE[mode], _request_timeout=30))
+    except ApiException as err:
+        if err.status != 404:
+            raise
+        deployment = None
+    crds = api_client.sanitize_for_serialization(ext.list_custom_resource_definition(_request_timeout=30))
+    names = [c["metadata"]["name"] for c in crds.get("items", []) if c["metadata"]["name"].endswith(".kaito.sh")]
+    workspace = next((c for c in crds.get("items", []) if c["metadata"]["name"] == WORKSPACE_CRD), None)
+    return running_kaito(mode, deployment, names, workspace)

@@ -20,15 +20,17 @@ import pytest
 
 from infra import automation
 from infra.automation import CLI_MISSING, Deps, OperationFailedError, StackOutput
+from infra.catalog import load_catalog
 from infra.errors import UserError
 from infra.settings import PROJECT_DIR
+from infra.version_gate import RunningKaito
 from tests.unit.azure_facts import SUB, FakeAzure
 
 HF = "hf_FAKE0token0for0tests0only0xyz"
 KEYS = '["sk-alpha-0001","sk-beta-0002"]'
 KUBECONFIG = "apiVersion: v1\nusers:\n- name: admin\n  user: {token: kube-secret-token-42}\n"
 SUMMARY_KEYS = {"schema_version", "stack", "operation", "result", "errors", "resource_changes", "duration_seconds",
-                "outputs", "endpoints", "endpoint_checks", "plan", "preflight"}
+                "outputs", "endpoints", "endpoint_checks", "plan", "preflight", "kaito_version"}
 CREDENTIAL = object()   # what the fake Azure credential factory returns
 CHECK = {"served_model": "phi-3-mini-4k-instruct", "latency_ms": 812.0, "ttft_ms": 95.5, "tokens_per_s": 41.2,
          "checked_at": "2026-11-27T03:00:00Z"}
@@ -132,9 +134,22 @@ class Harness:
         self.tmp = tmp_path
         self.azure = FakeAzure()
         ticks = iter(range(0, 10_000, 7))
+        # the KAITO release an existing cluster runs (preview reads it): by default what each mode's plan assumes
+        catalog = load_catalog()
+        assert catalog.addon_default is not None
+        self.running = {"addon": catalog.addon_default.version, "helm": catalog.default_helm_version}
+        self.kaito_reads: list[tuple[str, str]] = []
         self.deps = Deps(api_factory=self._factory, env=self.env, which=self._which, run=self._run,
                          out=self.out.append, err=self.err.append, clock=lambda: float(next(ticks)),
-                         azure_credential=lambda env: CREDENTIAL, azure_read=self.azure)
+                         azure_credential=lambda env: CREDENTIAL, azure_read=self.azure, read_kaito=self._read_kaito)
+
+    def _read_kaito(self, kubeconfig: str, mode: str) -> RunningKaito:
+        self.kaito_reads.append((kubeconfig, mode))
+        version = self.running[mode]
+        if isinstance(version, Exception):
+            raise version
+        return RunningKaito(version, ".".join(version.split(".")[:2]),
+                            f"image mcr.microsoft.com/aks/kaito/workspace:{version} in kube-system")
 
     def _factory(self, pulumi: pathlib.Path) -> FakeApi:
         self.factory_calls.append(pulumi)
@@ -494,7 +509,8 @@ def test_preview_summary(h):
     assert code == 0
     assert summary["resource_changes"] == {"create": 12, "same": 3}
     assert summary["outputs"] == {} and summary["endpoints"] == [] and summary["plan"]["usd_per_hour"] > 0
-    assert "outputs" not in h.stack.names()
+    # the stack's outputs are read only for the cluster's kubeconfig (the KAITO version check), before the preview
+    assert h.stack.names()[0] == "outputs" and h.stack.names().count("outputs") == 1
 
 
 def test_engine_failure_is_exit_1_with_a_failed_summary(h):

@@ -18,7 +18,7 @@ from infra.automation import Deps
 from infra.preflight import read_azure
 from infra.settings import PROJECT_DIR
 from tests.unit.azure_facts import A10, A100, DDS, SUB, FakeAzure
-from tests.unit.test_automation import CREDENTIAL, HF, Harness
+from tests.unit.test_automation import CREDENTIAL, HF, KUBECONFIG, FakeStack, Harness
 
 # dev's A10 family has 10 vCPUs of quota; its phi3 pool needs 36 (the A100 family has room for the alternative)
 SHORT_A10 = {A10: (0, 10), A100: (0, 100), DDS: (0, 100)}
@@ -257,3 +257,48 @@ def test_an_encrypted_api_keys_in_the_stack_file_is_not_a_problem(h, tmp_path, m
     assert code == 0, summary["errors"]
     assert summary["preflight"] == RAN_OK and "up" in h.stack.names()
     assert HF not in h.printed
+
+
+# ---------------------------------------------------------------------------------------------------------
+# preview against an existing cluster: the KAITO release it runs (issue 11: the version gate's line, before `up`)
+
+def test_preview_checks_the_release_an_existing_cluster_runs(h):
+    code, summary = h("preview", "--stack", "dev")
+    assert code == 0, summary["errors"]
+    planned = summary["plan"]["kaito"]["version"]
+    assert h.kaito_reads == [(KUBECONFIG, "addon")]
+    assert summary["kaito_version"] == {"checked": True, "running": planned, "planned": planned,
+                                        "note": f"image mcr.microsoft.com/aks/kaito/workspace:{planned} in kube-system"}
+
+
+def test_preview_refuses_when_the_cluster_runs_another_release(h):
+    h.running["addon"] = "0.12.1"
+    code, summary = h("preview", "--stack", "dev")
+    planned = summary["plan"]["kaito"]["version"]
+    assert (code, summary["result"]) == (2, "refused")
+    (line,) = summary["errors"]
+    assert "0.12.1" in line and planned in line and "kaito.version" in line   # the gate's line: what runs, the fix
+    assert "preview" not in h.stack.names()                                   # no preview of a plan it can't run
+    assert "kube-secret-token-42" not in json.dumps(summary) + h.printed
+
+
+def test_a_new_stack_has_no_cluster_to_check(tmp_path):
+    h = Harness(tmp_path, stack=FakeStack(outputs={}))
+    code, summary = h("preview", "--stack", "dev")
+    assert code == 0 and h.kaito_reads == []
+    assert summary["kaito_version"]["checked"] is False
+    assert summary["kaito_version"]["note"].startswith("no cluster yet")
+
+
+def test_a_cluster_that_cannot_be_read_is_a_note_not_a_refusal(h):
+    h.running["addon"] = ConnectionRefusedError("kube-secret-token-42 refused")
+    code, summary = h("preview", "--stack", "dev")
+    assert code == 0 and summary["kaito_version"]["checked"] is False
+    assert "could not be read (ConnectionRefusedError)" in summary["kaito_version"]["note"]
+    assert any("could not be read" in line for line in h.err) and "kube-secret-token-42" not in h.printed
+
+
+def test_up_leaves_the_check_to_its_own_version_gate(h):
+    h.running["addon"] = "0.12.1"
+    code, _ = h("up", "--stack", "dev", "--yes")
+    assert code == 0 and h.kaito_reads == []
