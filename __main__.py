@@ -13,7 +13,8 @@ except UserError as err:  # one line per problem, no traceback
     raise pulumi.RunError("invalid kaito-aks settings:\n  " + "\n  ".join(err.lines)) from None
 
 config = pulumi.Config()
-secrets = StackSecrets(hf_token=config.get_secret("hfToken"), api_keys=config.get_secret("apiKeys"))
+secrets = StackSecrets(hf_token=config.get_secret("hfToken"), api_keys=config.get_secret("apiKeys"),
+                       alert_webhook_url=config.get_secret("alertWebhookUrl"))
 platform = KaitoPlatform("kaito", KaitoPlatformArgs(plan, secrets))
 for key, value in platform.exports().items():
     pulumi.export(key, value)

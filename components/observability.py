@@ -33,6 +33,7 @@ from components import k8s as k8s_objects
 from components.options import child_opts
 from infra.plan import Plan
 from infra.render import monitoring
+from infra.settings import webhook_url_problem
 
 TOKEN_ENV = "KAITO_AKS_GRAFANA_TOKEN"     # an Entra ID token for https://dashboard.azure.com, instead of `az`
 RBAC_WAIT_S = 600.0                       # a new Grafana Admin role assignment takes minutes to apply
@@ -50,6 +51,7 @@ class ObservabilityArgs:
     subscription_id: pulumi.Input[str] | None = None     # default: the deploying identity's (getClientConfig)
     deployer_object_id: pulumi.Input[str] | None = None  # default: the deploying identity's object id
     extra_tags: Mapping[str, str] = field(default_factory=dict)
+    alert_webhook_url: pulumi.Input[str] | None = None    # the secret alertWebhookUrl, when set
 
 
 class Observability(pulumi.ComponentResource):
@@ -79,7 +81,9 @@ class Observability(pulumi.ComponentResource):
                                                           opts=child())
 
         self.action_group = None
-        action_args = monitoring.action_group_args(plan)
+        webhook = (pulumi.Output.secret(args.alert_webhook_url).apply(_checked_webhook)
+                   if args.alert_webhook_url is not None else None)
+        action_args = monitoring.action_group_args(plan, webhook)
         if action_args is not None:
             self.action_group = monitor.ActionGroup(f"{name}-actions", resource_group_name=rg, **action_args,
                                                     opts=child())
@@ -242,3 +246,11 @@ class GrafanaDashboard(Resource):
         super().__init__(GrafanaDashboardProvider(), name,
                          {"endpoint": endpoint, "dashboard": dashboard, "uid": None, "url": None, "version": None,
                           "digest": None}, opts)
+
+
+def _checked_webhook(url: Any) -> str:
+    """The secret alertWebhookUrl, validated when `pulumi up` reads it; a mistake is one line that never quotes it."""
+    problem = webhook_url_problem(url)
+    if problem:
+        raise pulumi.RunError(f"invalid kaito-aks settings:\n  kaito-aks:alertWebhookUrl: {problem}")
+    return str(url)

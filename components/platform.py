@@ -23,6 +23,7 @@ class StackSecrets:
     """Secret settings as Pulumi secret Outputs (None when not set)."""
 
     hf_token: pulumi.Output[Any] | None = None
+    alert_webhook_url: pulumi.Output[Any] | None = None
     api_keys: pulumi.Output[Any] | None = None
 
 
@@ -81,6 +82,7 @@ class KaitoPlatform(pulumi.ComponentResource):
             replicas = [rr for m in self.models.values() for rr in m.replicas]
             self.observability = Observability("observability", ObservabilityArgs(
                 plan=plan, resource_group_name=self.cluster.resource_group_name, cluster_id=self.cluster.cluster_id,
+                alert_webhook_url=secrets.alert_webhook_url,
                 k8s_provider=self.cluster.provider,
                 # after the Workspaces: by then the managed Prometheus add-on has installed its CRDs
                 k8s_depends_on=[*base, *[rr.service for rr in replicas], *[rr.workspace for rr in replicas],

@@ -149,7 +149,15 @@ from infra.catalog import KaitoMode
 from infra.errors import MAX_LINE_CHARS, UserError, bounded_line
 from infra.plan import Plan, build_plan
 from infra.preflight import Report, read_azure
-from infra.settings import KNOWN_KEYS, PROJECT, PROJECT_DIR, SECRET_KEYS, settings_from_stack_config, stack_file
+from infra.settings import (
+    KNOWN_KEYS,
+    PROJECT,
+    PROJECT_DIR,
+    SECRET_KEYS,
+    settings_from_stack_config,
+    stack_file,
+    webhook_url_problem,
+)
 from infra.stack_yaml import load_yaml_mapping, parse_yaml_text
 from infra.version_gate import RunningKaito, gate_problem, read_running
 
@@ -583,8 +591,15 @@ def api_key_problems(request: Request, doc: Mapping[str, Any] | None, plan: Plan
     return []   # not given here: set in the stack (encrypted: the program checks it), or the plan already refused
 
 
+def webhook_problems(request: Request) -> list[str]:
+    """The value of ``--secret-env alertWebhookUrl=ENV`` checked as `pulumi up` will (never quoted)."""
+    given = next((c for c in request.changes if c.key == f"{PROJECT}:alertWebhookUrl"), None)
+    problem = webhook_url_problem(given.value) if given is not None else None
+    return [f"{PROJECT}:alertWebhookUrl: {problem} (in --secret-env alertWebhookUrl; not echoed)"] if problem else []
+
+
 def check_api_keys(request: Request, doc: Mapping[str, Any] | None, plan: Plan) -> None:
-    problems = api_key_problems(request, doc, plan)
+    problems = api_key_problems(request, doc, plan) + webhook_problems(request)
     if problems:
         raise UserError(problems)
 

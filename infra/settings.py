@@ -43,7 +43,7 @@ from infra.stack_yaml import load_yaml_mapping
 
 PROJECT = "kaito-aks"
 PROJECT_DIR = pathlib.Path(__file__).resolve().parent.parent
-SECRET_KEYS = ("hfToken", "apiKeys")
+SECRET_KEYS = ("hfToken", "apiKeys", "alertWebhookUrl")
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")        # always used with fullmatch
 # Hugging Face repo ids: ASCII letters, digits, '-', '_', '.'; no '--' or '..'; not starting or ending with '-' or
@@ -360,6 +360,27 @@ class EndpointCheckSettings(_Settings):
         return v
 
 
+MAX_WEBHOOK_URL_CHARS = 2048
+
+
+def webhook_url_problem(url: object) -> str | None:
+    """Why the secret ``alertWebhookUrl`` can't be an action group's webhook, or None. Never quotes it."""
+    if not isinstance(url, str) or not url:
+        return "must be an https URL (a string)"
+    if len(url) > MAX_WEBHOOK_URL_CHARS or any(ch.isspace() or not ch.isprintable() for ch in url):
+        return f"must be an https URL of at most {MAX_WEBHOOK_URL_CHARS} characters without spaces"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port                         # raises for ports that aren't 0-65535 numbers
+    except ValueError:
+        return "must be an https URL with a numeric port"
+    if parts.scheme != "https" or not parts.hostname:
+        return "must be an https URL with a host (Azure Monitor calls it over TLS)"
+    if parts.username is not None or parts.password is not None or parts.fragment:
+        return "must be an https URL without user:password@ or a #fragment"
+    return None
+
+
 def http_url_problem(url: str) -> str | None:
     """Why ``url`` is not a plain http(s) base URL, or None."""
     if len(url) > 2048 or any(ch.isspace() or not ch.isprintable() for ch in url):
@@ -412,7 +433,8 @@ class AlertSettings(_Settings):
 
     enabled: bool = True
     action_group_emails: tuple[str, ...] = Field((), max_length=20, description="emailed when an alert fires")
-    webhook_url: str | None = Field(None, description="https URL called with the common alert schema")
+    # the webhook itself is the secret setting kaito-aks:alertWebhookUrl; this key only says so when it's used
+    webhook_url: str | None = Field(None, description="refused: use the secret alertWebhookUrl")
     queue_depth: int = Field(10, ge=1, le=100_000, description="waiting requests per replica, for 10 minutes")
     kv_cache_usage: float = Field(0.9, gt=0, le=1, description="KV-cache fraction in use per replica, for 10 minutes")
     ttft_p95_seconds: float = Field(5.0, gt=0, le=3600, description="p95 time to first token per replica")
@@ -432,10 +454,9 @@ class AlertSettings(_Settings):
     @field_validator("webhook_url")
     @classmethod
     def _webhook(cls, v: str | None) -> str | None:
-        if v is not None:
-            problem = http_url_problem(v)
-            if problem or not v.startswith("https://"):
-                raise ValueError(f"{bounded_repr(v)} {problem or 'must be an https URL'}")
+        if v is not None:   # never echoed: a webhook URL carries its own credential (a path token, a ?sig=)
+            raise ValueError("a webhook URL is a credential; remove it here and run `pulumi config set --secret "
+                             "alertWebhookUrl https://...` so it is encrypted")
         return v
 
 
@@ -537,6 +558,11 @@ class Settings(_Settings):
     @property
     def alerts_enabled(self) -> bool:
         return self.observability_enabled and self.observability.alerts.enabled
+
+    @property
+    def alert_webhook_set(self) -> bool:
+        """The secret alertWebhookUrl is set (its value is only read by `pulumi up`)."""
+        return "alertWebhookUrl" in self.secrets_set
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -654,18 +654,22 @@ def role_assignments(plan: Plan, role: Callable[[str], Any], workspace_id: Any, 
     return out
 
 
-def action_group_args(plan: Plan) -> dict | None:
+WEBHOOK_PLACEHOLDER = "${ALERT_WEBHOOK_URL}"   # in files written by `plan --manifests`: the secret is not known
+
+
+def action_group_args(plan: Plan, webhook_url: Any = WEBHOOK_PLACEHOLDER) -> dict | None:
     """Who is notified: emails and/or a webhook (common alert schema). None without receivers (alerts still show
-    in Azure Monitor)."""
+    in Azure Monitor). ``webhook_url`` is the secret ``alertWebhookUrl`` (a Pulumi secret Output in `pulumi up`)."""
     a = plan.settings.observability.alerts
-    if not plan.settings.alerts_enabled or not (a.action_group_emails or a.webhook_url):
+    webhook = plan.settings.alert_webhook_set
+    if not plan.settings.alerts_enabled or not (a.action_group_emails or webhook):
         return None
     args: dict = {"action_group_name": names(plan)["action_group"], "group_short_name": "kaito-aks",
                   "location": "Global", "enabled": True, "tags": _tags(plan),
                   "email_receivers": [{"name": f"email-{i}", "email_address": e, "use_common_alert_schema": True}
                                       for i, e in enumerate(a.action_group_emails)]}
-    if a.webhook_url:
-        args["webhook_receivers"] = [{"name": "webhook", "service_uri": a.webhook_url,
+    if webhook:
+        args["webhook_receivers"] = [{"name": "webhook", "service_uri": webhook_url,
                                       "use_common_alert_schema": True}]
     return args
 

@@ -13,7 +13,7 @@ import threading
 
 import pulumi
 import pytest
-from harness import Mocks, RecordingMonitor, expected_plan
+from harness import API_KEYS, HF_TOKEN, Mocks, RecordingMonitor, expected_plan, run_program
 
 from infra.render import monitoring
 
@@ -29,6 +29,8 @@ ROLE = "azure-native:authorization:RoleAssignment"
 SMON = "kubernetes:azmonitoring.coreos.com/v1:ServiceMonitor"
 PMON = "kubernetes:azmonitoring.coreos.com/v1:PodMonitor"
 NETPOL = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+SECRET_SIG = "4dabf18193072939515e22adb298388d"      # how a Pulumi secret reaches the mocks
+WEBHOOK = "https://prod-01.westus.logic.azure.com/workflows/abc/triggers/manual/paths/invoke?sig=SECRET-SIG-1"
 
 
 class Run:
@@ -139,15 +141,24 @@ def test_kubernetes_objects_after_the_association_and_what_they_watch(prod):
 
 
 def test_receivers_make_an_action_group_every_rule_notifies():
-    run, plan = run_component("prod", {"observability": {"alerts": {"actionGroupEmails": ["oncall@example.com"],
-                                                                     "webhookUrl": "https://hooks.example.com/x"}}})
-    group = run.one(ACTIONS).inputs
+    run = run_program("prod", {"observability": {"alerts": {"actionGroupEmails": ["oncall@example.com"]}}},
+                      secrets={"hfToken": HF_TOKEN, "apiKeys": json.dumps(API_KEYS), "alertWebhookUrl": WEBHOOK})
+    group = run.named(ACTIONS, "observability-actions").inputs
     assert group["emailReceivers"] == [{"name": "email-0", "emailAddress": "oncall@example.com",
                                         "useCommonAlertSchema": True}]
-    assert group["webhookReceivers"][0]["serviceUri"] == "https://hooks.example.com/x"
+    # the webhook is a credential: it reaches Azure as a Pulumi secret, never in plain state
+    receivers = group["webhookReceivers"]
+    assert receivers.get(SECRET_SIG) and receivers["value"][0]["serviceUri"] == WEBHOOK
     assert group["groupShortName"] == "kaito-aks" and group["location"] == "Global"
-    for rule in run.one(RULES).inputs["rules"]:
-        assert rule["actions"] == [{"actionGroupId": "obs-actions-id"}]
+    for rule in run.named(RULES, "observability-alerts").inputs["rules"]:
+        assert rule["actions"] == [{"actionGroupId": "observability-actions-id"}]
+
+
+def test_a_webhook_that_is_not_https_stops_pulumi_up_without_quoting_it():
+    with pytest.raises(Exception) as err:
+        run_program("prod", {}, secrets={"hfToken": HF_TOKEN, "apiKeys": json.dumps(API_KEYS),
+                                         "alertWebhookUrl": "http://hooks.example.com/x?sig=SECRET-SIG-9"})
+    assert "kaito-aks:alertWebhookUrl: must be an https URL" in str(err.value) and "SECRET-SIG-9" not in str(err.value)
 
 
 def test_no_grafana_no_alerts():

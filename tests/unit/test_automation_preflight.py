@@ -302,3 +302,12 @@ def test_up_leaves_the_check_to_its_own_version_gate(h):
     h.running["addon"] = "0.12.1"
     code, _ = h("up", "--stack", "dev", "--yes")
     assert code == 0 and h.kaito_reads == []
+
+
+def test_a_webhook_from_the_environment_is_checked_offline_without_echoing(h):
+    h.env["HOOK"] = "http://hooks.example.com/x?sig=SECRET-SIG-7"
+    code, summary = h("preview", "--stack", "dev", "--secret-env", "alertWebhookUrl=HOOK")
+    assert (code, summary["result"]) == (2, "refused") and nothing_of_pulumi_ran(h)
+    assert summary["errors"] == ["kaito-aks:alertWebhookUrl: must be an https URL with a host (Azure Monitor calls it "
+                                 "over TLS) (in --secret-env alertWebhookUrl; not echoed)"]
+    assert "SECRET-SIG-7" not in json.dumps(summary) + h.printed

@@ -29,7 +29,7 @@ SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{")
 ROLE = lambda guid: monitoring.role_definition_id("SUB", guid)
 
 
-def settings(stack: str = "obs", **values):
+def settings(stack: str = "obs", secrets: frozenset[str] = frozenset({"apiKeys"}), **values):
     base = {
         "cluster": {"apiServerAuthorizedIpRanges": ["203.0.113.0/24"]},
         "kaito": {"mode": "helm", "version": "0.12.0"},
@@ -39,11 +39,11 @@ def settings(stack: str = "obs", **values):
         "production": True,
     }
     base.update(values)
-    return settings_from_config(stack, base, {"apiKeys"})
+    return settings_from_config(stack, base, set(secrets))
 
 
-def plan_of(**values):
-    return build_plan(settings(**values))
+def plan_of(secrets: frozenset[str] = frozenset({"apiKeys"}), **values):
+    return build_plan(settings(secrets=secrets, **values))
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,6 @@ def test_on_by_default_in_production_only():
 
 def test_grafana_shorthand_and_alert_settings():
     s = settings(observability={"grafana": False, "alerts": {"actionGroupEmails": ["oncall@example.com"],
-                                                            "webhookUrl": "https://hooks.example.com/x",
                                                             "queueDepth": 3, "ttftP95Seconds": 1.5}})
     assert not s.grafana_enabled and s.alerts_enabled
     assert s.observability.alerts.queue_depth == 3 and s.observability.alerts.ttft_p95_seconds == 1.5
@@ -81,7 +80,7 @@ def test_grafana_shorthand_and_alert_settings():
 
 @pytest.mark.parametrize("observability,fragment", [
     ({"alerts": {"actionGroupEmails": ["not-an-email"]}}, "kaito-aks:observability.alerts.actionGroupEmails"),
-    ({"alerts": {"webhookUrl": "http://hooks.example.com/x"}}, "must be an https URL"),
+    ({"alerts": {"webhookUrl": "https://hooks.example.com/x?sig=abc"}}, "a webhook URL is a credential"),
     ({"alerts": {"kvCacheUsage": 1.5}}, "kaito-aks:observability.alerts.kvCacheUsage"),
     ({"grafana": {"adminGroupObjectIds": ["me"]}}, "is not an Entra ID object id"),
     ({"grafanna": True}, "did you mean 'grafana'"),
@@ -90,6 +89,23 @@ def test_setting_mistakes_are_one_line_naming_the_key(observability, fragment):
     with pytest.raises(UserError) as err:
         settings(observability=observability)
     assert any(fragment in line for line in err.value.lines), err.value.lines
+    assert "sig=abc" not in str(err.value)        # a webhook URL (a credential) is never quoted back
+
+
+@pytest.mark.parametrize("url, ok", [
+    ("https://hooks.slack.com/services/T0/B0/XXXX", True),
+    ("https://prod-01.westus.logic.azure.com:443/workflows/abc/triggers/manual/paths/invoke?api-version=2016-06-01"
+     "&sp=%2Ftriggers&sig=SECRET", True),                       # Teams workflows carry their signature in the query
+    ("http://hooks.example.com/x", False), ("https://", False), ("https://user:pw@hooks.example.com/x", False),
+    ("https://hooks.example.com/x y", False), ("https://h.example/" + "a" * 2100, False), (None, False), (42, False),
+    ("https://hooks.example.com:99999/x", False),
+])
+def test_the_secret_webhook_must_be_an_https_url(url, ok):
+    from infra.settings import webhook_url_problem
+
+    problem = webhook_url_problem(url)
+    assert (problem is None) is ok
+    assert problem is None or not isinstance(url, str) or url not in problem   # never quoted back
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -409,11 +425,16 @@ def test_rule_group_and_action_group(plan):
         assert rule["actions"] == [{"action_group_id": "AG-ID"}]
     assert "actions" not in monitoring.rule_group_args(plan, "AMW-ID", "CLUSTER-ID")["rules"][0]
     assert monitoring.action_group_args(plan) is None                                   # no receivers: none
-    p = plan_of(observability={"alerts": {"actionGroupEmails": ["a@example.com"], "webhookUrl": "https://x.example/h"}})
-    ag = monitoring.action_group_args(p)
+    p = plan_of(secrets=frozenset({"apiKeys", "alertWebhookUrl"}),
+                observability={"alerts": {"actionGroupEmails": ["a@example.com"]}})
+    ag = monitoring.action_group_args(p, "https://x.example/h?sig=1")
     assert len(ag["group_short_name"]) <= 12 and ag["location"] == "Global"
     assert ag["email_receivers"][0]["email_address"] == "a@example.com"
-    assert ag["webhook_receivers"][0]["service_uri"] == "https://x.example/h"
+    assert ag["webhook_receivers"][0]["service_uri"] == "https://x.example/h?sig=1"
+    # the files `plan --manifests` writes carry a placeholder: the secret is never known offline
+    assert monitoring.action_group_args(p)["webhook_receivers"][0]["service_uri"] == "${ALERT_WEBHOOK_URL}"
+    only_webhook = plan_of(secrets=frozenset({"apiKeys", "alertWebhookUrl"}))
+    assert monitoring.action_group_args(only_webhook)["email_receivers"] == []
     off = plan_of(observability={"alerts": {"enabled": False, "actionGroupEmails": ["a@example.com"]}})
     assert monitoring.rule_group_args(off, "A", "C") is None and monitoring.action_group_args(off) is None
 
