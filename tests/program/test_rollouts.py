@@ -47,13 +47,20 @@ CHANGES = {
 }
 
 
+def run_change(name: str):
+    stack, before, after, model = CHANGES[name]
+    return [(run_program(stack, overrides), expected_plan(stack, overrides)) for overrides in (before, after)], model
+
+
 @pytest.fixture(scope="module", params=sorted(CHANGES))
 def rollout(request):
-    stack, before, after, model = CHANGES[request.param]
-    runs = []
-    for overrides in (before, after):
-        runs.append((run_program(stack, overrides), expected_plan(stack, overrides)))
-    return runs, model
+    return run_change(request.param)
+
+
+@pytest.fixture(scope="module", params=sorted(k for k in CHANGES if CHANGES[k][0] == "prod"))
+def gateway_rollout(request):
+    """The changes on the stack with the gateway (prod)."""
+    return run_change(request.param)
 
 
 def keys(run) -> set[tuple[str, str]]:
@@ -124,10 +131,9 @@ def test_the_endpoint_service_is_updated_in_place(rollout):
             {k: v for k, v in after["metadata"]["labels"].items() if k != "kaito-aks/workspace"}
 
 
-def test_the_gateway_follows_the_checked_replica(rollout):
-    ((_, _), (new, new_plan)), model = rollout
-    if not new_plan.settings.gateway_enabled:
-        pytest.skip("a direct endpoint: its LoadBalancer Service is the upstream (the test above)")
+def test_the_gateway_follows_the_checked_replica(gateway_rollout):
+    ((_, _), (new, new_plan)), model = gateway_rollout
+    assert new_plan.settings.gateway_enabled
     services = {f"{r.slot}-endpoint" for r in new_plan.replicas_of(model)}
     # the gateway's configuration and pods wait for the slot Services, which wait for the new replicas' checks
     assert services <= deps_of(new, GATEWAY_CONF, "gateway-conf")
