@@ -16,6 +16,7 @@ import time
 import urllib.request
 
 from infra.render.nginx import GatewayLimits, Route, render_keys_map, render_nginx_conf
+from tests.servers.process import stop_process
 from tests.servers.vllm import ServerUnavailableError, free_port
 
 NGINX = os.environ.get("KAITO_AKS_NGINX") or shutil.which("nginx") or "/usr/sbin/nginx"
@@ -108,13 +109,8 @@ class NginxGateway:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            self.proc = None
+        stop_process(self.proc)
+        self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):

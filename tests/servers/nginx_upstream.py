@@ -17,6 +17,7 @@ import time
 import urllib.request
 
 from tests.servers.nginx import NGINX
+from tests.servers.process import stop_process
 from tests.servers.vllm import ServerUnavailableError, free_port
 
 # `return` does not escape variables: the tests send header values without quotes or backslashes.
@@ -80,13 +81,8 @@ http {{
         raise ServerUnavailableError(f"the echo upstream nginx did not come up: {err.strip()}")
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-            self.proc = None
+        stop_process(self.proc)
+        self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> EchoUpstream:

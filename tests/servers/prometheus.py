@@ -33,6 +33,7 @@ import yaml
 from infra.render.gateway_objects import MTAIL_PROGRAM_FILE
 from infra.render.nginx import MTAIL_PROGRAM
 from tests.servers.nginx import NginxGateway
+from tests.servers.process import stop_process
 from tests.servers.vllm import ServerUnavailableError, free_port
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
@@ -85,14 +86,8 @@ class _Process:
                                          cwd=self.dir, start_new_session=True)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-            self.proc = None
+        stop_process(self.proc)
+        self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):
