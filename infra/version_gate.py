@@ -8,7 +8,7 @@ GPU-priced is created the running version is read from the cluster and compared 
    the Helm chart) runs ``mcr.microsoft.com/aks/kaito/workspace:<X.Y.Z>`` (charts/kaito/workspace/values.yaml and
    templates/deployment.yaml at every tag; the AKS VS Code extension finds the add-on's pod by the same image).
 2. When that tag is not a version (a digest, a suffix nobody documented), the release line from the CRDs it
-   installed: each line from 0.6 to 0.12 adds a field or a CRD (:data:`CRD_FINGERPRINTS`).
+   installed: each release line adds a field or a CRD (its ``crd_mark`` in infra/catalog/kaito-<line>.yaml).
 
 Everything here is pure: the inputs are the API server's JSON; :func:`gate_problem` is the decision.
 """
@@ -20,25 +20,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from infra.catalog import KaitoMode
+from infra.catalog import KaitoMode, load_catalog
 
 DEPLOYMENT = "kaito-workspace"
 IMAGE_REPOSITORY = "mcr.microsoft.com/aks/kaito/workspace"
 NAMESPACE: dict[KaitoMode, str] = {"addon": "kube-system", "helm": "kaito-workspace"}
 WORKSPACE_CRD = "workspaces.kaito.sh"
-
-# (line, what the cluster must have): the newest line whose marks are all present is the line it runs.
-# Read at each tag in charts/kaito/workspace/{crds,templates} and config/crd/bases.
-CRD_FINGERPRINTS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("0.12", ("field:resource.partition",)),
-    ("0.11", ("crd:modelmirrors.kaito.sh",)),
-    ("0.10", ("field:status.performance",)),
-    ("0.9", ("field:status.state",)),
-    ("0.8", ("crd:inferencesets.kaito.sh",)),
-    ("0.7", ("field:status.targetNodeCount",)),
-    ("0.6", ("crd:workspaces.kaito.sh",)),
-)
-
 
 @dataclass(frozen=True)
 class RunningKaito:
@@ -86,10 +73,8 @@ def line_from_crds(crd_names: Iterable[str], workspace_crd: Mapping[str, Any] | 
             if version.get("name") == "v1beta1":
                 schema = (version.get("schema") or {}).get("openAPIV3Schema") or {}
                 marks |= {f"field:{p}" for p in _schema_paths(schema)}
-    for line, required in CRD_FINGERPRINTS:
-        if all(mark in marks for mark in required):
-            return line
-    return None
+    # the newest line whose mark is present is the line it runs (each line keeps what older ones added)
+    return next((release.line for release in load_catalog().lines_newest_first() if release.crd_mark in marks), None)
 
 
 def running_kaito(mode: KaitoMode, deployment: Mapping[str, Any] | None,

@@ -161,6 +161,7 @@ class KaitoRelease:
     vllm_version: str
     disk_base_gib: int                    # catalog models: DiskStorageRequirement = weights + this
     min_compute_capability: float         # GPUs below it don't run this release's vLLM (0: no known limit)
+    crd_mark: str                         # a CRD ("crd:<name>") or Workspace field ("field:<path>") new in this line
     skus: dict[str, KaitoSku]
     estimator: EstimatorConstants | None = None      # KAITO's node estimator (0.7+)
     physical_fit: EstimatorConstants | None = None   # 0.6: the memory model kaito-aks checks vLLM's fit with
@@ -277,6 +278,12 @@ class Catalog:
         raise UnknownKaitoVersionError(
             f"kaito-aks has no rules for KAITO {version}; it knows {', '.join(self.known_versions)}")
 
+    def lines_newest_first(self) -> tuple[KaitoRelease, ...]:
+        """The newest known release of every line, newest line first."""
+        lines = {r.line for r in self.releases.values()}
+        return tuple(sorted((self.latest_of_line(line) for line in lines), key=lambda r: version_key(r.version),
+                            reverse=True))
+
     def latest_of_line(self, line: str) -> KaitoRelease:
         return max((r for r in self.releases.values() if r.line == line), key=lambda r: version_key(r.version))
 
@@ -358,6 +365,7 @@ def _releases(data: dict[str, Any]) -> list[KaitoRelease]:
             transformers_api=rules["transformers_api"], addon_nodes=rules["addon_nodes"], helm_byo=rules["helm_byo"],
             vllm_version=str(rules["vllm"]), disk_base_gib=int(rules["disk_base_gib"]),
             min_compute_capability=float(rules.get("min_compute_capability", 0.0)),
+            crd_mark=str(rules["crd_mark"]),
             skus=skus, estimator=estimator, physical_fit=physical_fit,
             byo_chart_values=dict(data.get("byo_chart_values") or {}),
             presets=presets, replacements=dict(data.get("replacements") or {}),
