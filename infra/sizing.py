@@ -22,7 +22,7 @@ release says which apply (``release.sizing``):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal
 
 from infra import prices
@@ -77,22 +77,13 @@ class SizingRequest:
 @dataclass(frozen=True)
 class Option:
     """One Azure size, evaluated for one replica of one model: rejected (``why`` says why), unless it is a
-    :class:`FeasibleOption`."""
+    :class:`FeasibleOption`. A rejected size has only what orders it: its price and shape if it got that far."""
 
     instance_type: str
     why: str                                # why it was rejected, or how it runs
-    nodes: int = 0                          # nodes in the replica's pool (and what you pay for)
-    kaito_count: int | None = None          # resource.count to write (0.6 only; 0.12 ignores it)
-    pods: int = 0                           # nodes that run inference pods
-    gpus_per_node: int = 0
     usd_per_hour: float | None = None       # a size rejected before it was priced has none
-    gpu_memory_required_gib: float = 0.0
-    gpu_memory_available_gib: float = 0.0
-    max_model_len_required: bool = False    # the version's webhook demands an explicit max-model-len
-    multi_node: bool = False
-    parallelism: str = ""
-    gpu_memory_utilization: float | None = None   # to write into the inference config; None: KAITO's own value
-    price_note: str = ""                    # when the price isn't the region's own (prices.PriceQuote.note)
+    nodes: int = 0                          # nodes in the replica's pool (and what you pay for)
+    gpus_per_node: int = 0
 
     feasible: ClassVar[bool] = False
 
@@ -104,15 +95,27 @@ class Option:
 
 @dataclass(frozen=True)
 class FeasibleOption(Option):
-    """A size KAITO accepts and schedules and that runs the replica: it always has a price (the replica's, per hour)."""
+    """A size KAITO accepts and schedules and that runs the replica: it always has a price (the replica's, per hour)
+    and every number the plan shows."""
 
     usd_per_hour: float = field(kw_only=True)
+    nodes: int = field(kw_only=True)
+    gpus_per_node: int = field(kw_only=True)
+    kaito_count: int | None = field(kw_only=True)       # resource.count to write (0.6 only; 0.12 ignores it)
+    pods: int = field(kw_only=True)                     # nodes that run inference pods
+    gpu_memory_required_gib: float = field(kw_only=True)
+    gpu_memory_available_gib: float = field(kw_only=True)
+    max_model_len_required: bool = field(kw_only=True)  # the version's webhook demands an explicit max-model-len
+    multi_node: bool = field(kw_only=True)
+    parallelism: str = field(kw_only=True)
+    gpu_memory_utilization: float | None = field(kw_only=True)  # for the inference config; None: KAITO's own
+    price_note: str = field(kw_only=True)               # when the price isn't the region's own (PriceQuote.note)
 
     feasible: ClassVar[bool] = True
 
     def rejected(self, why: str) -> Option:
         """The same evaluation, rejected for ``why`` (a later rule refused what the first ones accepted)."""
-        return Option(**{**{f.name: getattr(self, f.name) for f in fields(Option)}, "why": why})
+        return Option(self.instance_type, why, self.usd_per_hour, self.nodes, self.gpus_per_node)
 
 
 @dataclass(frozen=True)
@@ -123,7 +126,7 @@ class Decision:
     rejected: tuple[Option, ...]            # everything else, with why
     max_model_len: int | None               # value for the inference ConfigMap; None: don't set one
     sizing_context: int
-    max_model_len_source: str = ""          # "settings" | "largest that fits (required by KAITO 0.6)" | ""
+    max_model_len_source: str               # "settings" | "largest that fits (required by KAITO 0.6)" | ""
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -232,31 +235,40 @@ def _not_in_table(size: AzureGpuSize, release: KaitoRelease) -> str:
 class V06Placement:
     """What KAITO 0.6 itself does with a preset on a SKU (webhook checks and placement), before physics."""
 
-    accepted: bool
-    why: str = ""
-    count: int = 0               # smallest resource.count the webhook accepts
-    pods: int = 0                # numNodes = min(count, ceil(Treq / M))
-    multi_node: bool = False     # StatefulSet + Ray (distributed preset, vLLM, pods > 1)
-    no_fit: bool = False         # accepted, but independent replicas each below the preset's memory need
-    max_model_len_required: bool = False
+    count: int                   # smallest resource.count the webhook accepts
+    pods: int                    # numNodes = min(count, ceil(Treq / M))
+    multi_node: bool             # StatefulSet + Ray (distributed preset, vLLM, pods > 1)
+    no_fit: bool                 # accepted, but independent replicas each below the preset's memory need
+    max_model_len_required: bool
+
+    accepted: ClassVar[bool] = True
 
 
-def kaito_v06_placement(preset: Preset, sku: KaitoSku, runtime: Runtime) -> V06Placement:
+@dataclass(frozen=True)
+class V06Refusal:
+    """KAITO 0.6's webhook refuses the preset on the SKU, for ``why``."""
+
+    why: str
+
+    accepted: ClassVar[bool] = False
+
+
+def kaito_v06_placement(preset: Preset, sku: KaitoSku, runtime: Runtime) -> V06Placement | V06Refusal:
     g, m = sku.gpus, sku.total_gpu_memory_gib
     per_gpu = m // g
     need = preset.webhook
     assert need is not None, "KAITO 0.6 placement needs the preset's webhook requirements"
     if per_gpu < need.per_gpu_memory_gib:
-        return V06Placement(False, f"{per_gpu} GiB per GPU < the {need.per_gpu_memory_gib:g} GiB per GPU "
-                                   f"KAITO 0.6 requires for {preset.name}")
+        return V06Refusal(f"{per_gpu} GiB per GPU < the {need.per_gpu_memory_gib:g} GiB per GPU "
+                                 f"KAITO 0.6 requires for {preset.name}")
     if preset.distributed and need.total_gpu_memory_gib > m and runtime == "transformers":
-        return V06Placement(False, "too big for one node, and multi-node inference needs the vLLM runtime")
+        return V06Refusal("too big for one node, and multi-node inference needs the vLLM runtime")
     # the smallest resource.count that passes checks 1 (GPU count) and 3 (total memory)
     count = max(1, math.ceil(need.gpus / g), math.ceil(need.total_gpu_memory_gib / m))
     pods = min(count, math.ceil(need.total_gpu_memory_gib / m))
     multi = preset.distributed and runtime == "vllm" and pods > 1
     return V06Placement(
-        True, count=count, pods=pods, multi_node=multi, no_fit=pods > 1 and not multi,
+        count=count, pods=pods, multi_node=multi, no_fit=pods > 1 and not multi,
         max_model_len_required=count > 1 or (g > 1 and per_gpu < V06_SMALL_GPU_GIB),
     )
 
@@ -267,7 +279,7 @@ def _evaluate_v06(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku, node_pr
     webhook = preset.webhook
     name, g, m = size.name, sku.gpus, sku.total_gpu_memory_gib
     placement = kaito_v06_placement(preset, sku, req.runtime)
-    if not placement.accepted:
+    if isinstance(placement, V06Refusal):
         return Option(name, placement.why)
     count, pods, multi = placement.count, placement.pods, placement.multi_node
     if count > MAX_NODES:
@@ -281,7 +293,7 @@ def _evaluate_v06(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku, node_pr
         name, "", nodes=count, kaito_count=count, pods=pods, gpus_per_node=g, usd_per_hour=round(price, 4),
         gpu_memory_required_gib=float(webhook.total_gpu_memory_gib), gpu_memory_available_gib=float(count * m),
         max_model_len_required=placement.max_model_len_required, multi_node=multi,
-        parallelism=f"TP={tp} x PP={pods} (Ray)" if multi else f"TP={tp}",
+        parallelism=f"TP={tp} x PP={pods} (Ray)" if multi else f"TP={tp}", gpu_memory_utilization=None, price_note="",
     )
     facts = req.model.facts
     override = _headroom(size, req)
@@ -313,13 +325,13 @@ def _evaluate_estimator(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku, n
     release = req.release
     est = release.memory_model
     name, g = size.name, sku.gpus
-    if req.memory_source == "node-labels":
+    if req.memory_source == "sku-table":
+        per_gpu = sku.total_gpu_memory_gib / g
+    else:
         if size.nvml_memory_mib is None:
             return Option(name, "the GPU memory its nodes report (GFD label) is unknown, so KAITO's "
                                 "bring-your-own-nodes sizing can't be predicted")
         per_gpu = float(byo_per_gpu_gib(size.nvml_memory_mib))
-    else:
-        per_gpu = sku.total_gpu_memory_gib / g
     try:
         nodes = estimator_nodes(facts, per_gpu, g, req.sizing_context, est)
     except TooSmallError as err:
@@ -372,8 +384,8 @@ def _evaluate_estimator(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku, n
         kaito_count=1 if req.runtime == "transformers" else None,   # non-vLLM runtimes take resource.count
         pods=nodes, gpus_per_node=g, usd_per_hour=round(price, 4),
         gpu_memory_required_gib=round(memory_need_gib(facts, nodes * g, g, req.sizing_context, est), 2),
-        gpu_memory_available_gib=round(nodes * node_gib, 2), multi_node=multi, parallelism=parallelism,
-        gpu_memory_utilization=override,
+        gpu_memory_available_gib=round(nodes * node_gib, 2), max_model_len_required=False, multi_node=multi,
+        parallelism=parallelism, gpu_memory_utilization=override, price_note="",
     )
 
 

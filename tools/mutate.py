@@ -59,7 +59,7 @@ f-string -> ``""``); negate-condition (``if``/``while``/ternary/comprehension co
 ``break``/``continue`` -> ``pass``). All of them inside functions, methods, ``@property`` and pydantic
 validators, class bodies (pydantic ``Field`` arguments, dataclass defaults) and module constants.
 
-Not mutated, by design: docstrings; type annotations (types, not behaviour); decorator expressions; f-string
+Not mutated, by design: docstrings; type annotations and type aliases (``Literal[...]``: types, not behaviour); decorator expressions; f-string
 format specs and the literal pieces of an f-string (the f-string as a whole is, and the expressions in it are);
 ``Field(description=...)`` text (documentation only: nothing in the program reads it); ``assert`` statements
 (invariants, stripped by ``python -O``); imports, ``def``/``class`` statements, ``if TYPE_CHECKING:``; a
@@ -184,6 +184,18 @@ class _Ctx:
 
 def _is_str(node: ast.AST) -> bool:
     return isinstance(node, ast.JoinedStr) or (isinstance(node, ast.Constant) and isinstance(node.value, str))
+
+
+TYPE_CONSTRUCTS = {"Literal", "Union", "Optional", "Annotated", "Callable", "TypeAlias"}
+
+
+def _is_type_expression(node: ast.expr) -> bool:
+    """``Literal["a", "b"]``, ``Optional[int]`` ...: a type written as a value (a type alias), not behaviour."""
+    if not isinstance(node, ast.Subscript):
+        return False
+    head = node.value
+    name = head.id if isinstance(head, ast.Name) else head.attr if isinstance(head, ast.Attribute) else ""
+    return name in TYPE_CONSTRUCTS
 
 
 def _is_docstring(stmt: ast.stmt, body: list[ast.stmt]) -> bool:
@@ -372,6 +384,8 @@ class MutantGenerator:
                   lambda n: ast.UnaryOp(op=ast.Not(), operand=n))
 
     def _expr(self, node: ast.expr, ctx: _Ctx) -> None:
+        if _is_type_expression(node):
+            return                                            # a type alias (``Literal[...]``): types, not behaviour
         if isinstance(node, ast.JoinedStr):
             if ctx.anchor is None:
                 self.emit(node, ctx, "constant", "f-string -> ''", lambda n: ast.Constant(""))
