@@ -630,8 +630,7 @@ def _format_validation_error(err: ValidationError, skip_missing_models: bool) ->
         if loc == ["models"] and (skip_missing_models or (item_errors and e["type"] == "too_short")):
             continue  # the items' own errors say more
         # a model_validator's message may itself start with the path it is about ("models[1].name: ...")
-        message = str(e.get("ctx", {}).get("error", e["msg"])) if e["type"] == "value_error" else e["msg"]
-        message = message.removeprefix("Value error, ")
+        message = e["msg"].removeprefix("Value error, ")
         path = _key_path(loc)
         if e["type"] == "extra_forbidden":
             parent_fields = _fields_at(loc[:-1])
@@ -770,8 +769,7 @@ def load_from_pulumi() -> Settings:
         key = full_key[len(prefix):]
         raw = runtime_config.get_config(full_key)
         if runtime_config.is_config_secret(full_key):
-            secret_keys.add(key)
-            values[key] = "[secret]"  # the value is read by the component that needs it, as a secret Output
+            secret_keys.add(key)      # its value is read by the component that needs it, as a secret Output
             continue
         try:
             values[key] = json.loads(raw)

@@ -13,6 +13,7 @@ from infra.settings import (
     MAX_RANGES,
     PROJECT_DIR,
     Settings,
+    _fields_at,
     http_url_problem,
     load_stack_file,
     project_defaults,
@@ -636,3 +637,27 @@ def test_a_stack_value_overrides_a_project_default():
     s = settings_from_stack_config("dev", {"kaito-aks:models": [MODEL], "kaito-aks:access": RANGES["access"],
                                            "kaito-aks:namespace": "serving"})
     assert s.namespace == "serving"
+
+
+def test_project_defaults_may_name_the_project_and_skip_other_namespaces(tmp_path, monkeypatch):
+    """Pulumi.yaml may spell a key `namespace` or `kaito-aks:namespace`; another provider's keys aren't ours."""
+    (tmp_path / "Pulumi.yaml").write_text(
+        "name: kaito-aks\nconfig:\n  kaito-aks:namespace: {type: string, default: serving}\n"
+        "  azure-native:location: {default: westus3}\n  production: {type: boolean}\n")
+    monkeypatch.setattr("infra.settings.PROJECT_DIR", tmp_path)
+    assert project_defaults() == {"namespace": "serving"}
+
+
+def test_a_cluster_that_is_not_a_mapping_is_one_line_even_with_a_location_fallback():
+    with pytest.raises(UserError) as err:
+        settings(location="westus2", cluster="aks-prod")
+    assert err.value.lines == ["kaito-aks:cluster: Input should be a valid dictionary or instance of ClusterSettings "
+                               "(got 'aks-prod')"]
+
+
+def test_did_you_mean_draws_on_the_settings_at_the_typo_and_nothing_internal():
+    """_fields_at: the candidates an "unknown setting" line suggests from."""
+    assert "instanceType" in _fields_at(["models", 0]) and "location" in _fields_at(["cluster"])
+    assert {"stack", "secretsSet"}.isdisjoint(_fields_at([])) and "models" in _fields_at([])
+    assert _fields_at(["namespace"]) == () and _fields_at(["production"]) == ()   # scalars have no sub-settings
+    assert only_problem(secretsSet=["hfToken"]).startswith("kaito-aks:secretsSet: unknown setting")
