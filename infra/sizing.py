@@ -93,23 +93,23 @@ class Option:
                 self.nodes * self.gpus_per_node, self.instance_type)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class FeasibleOption(Option):
     """A size KAITO accepts and schedules and that runs the replica: it always has a price (the replica's, per hour)
     and every number the plan shows."""
 
-    usd_per_hour: float = field(kw_only=True)
-    nodes: int = field(kw_only=True)
-    gpus_per_node: int = field(kw_only=True)
-    kaito_count: int | None = field(kw_only=True)       # resource.count to write (0.6 only; 0.12 ignores it)
-    pods: int = field(kw_only=True)                     # nodes that run inference pods
-    gpu_memory_required_gib: float = field(kw_only=True)
-    gpu_memory_available_gib: float = field(kw_only=True)
-    max_model_len_required: bool = field(kw_only=True)  # the version's webhook demands an explicit max-model-len
-    multi_node: bool = field(kw_only=True)
-    parallelism: str = field(kw_only=True)
-    gpu_memory_utilization: float | None = field(kw_only=True)  # for the inference config; None: KAITO's own
-    price_note: str = field(kw_only=True)               # when the price isn't the region's own (PriceQuote.note)
+    usd_per_hour: float = field()            # field(): required here, though a rejected Option defaults it
+    nodes: int = field()
+    gpus_per_node: int = field()
+    kaito_count: int | None       # resource.count to write (0.6 only; 0.12 ignores it)
+    pods: int                     # nodes that run inference pods
+    gpu_memory_required_gib: float
+    gpu_memory_available_gib: float
+    max_model_len_required: bool  # the version's webhook demands an explicit max-model-len
+    multi_node: bool
+    parallelism: str
+    gpu_memory_utilization: float | None  # for the inference config; None: KAITO's own
+    price_note: str               # when the price isn't the region's own (PriceQuote.note)
 
     feasible: ClassVar[bool] = True
 
@@ -457,12 +457,10 @@ def _with_context(req: SizingRequest, catalog: Catalog, chosen: FeasibleOption, 
 
 def largest_fitting_context(req: SizingRequest, catalog: Catalog, option: Option) -> int:
     """Largest max-model-len (multiple of 256, <= the model's context) that still fits ``option``'s nodes."""
-    facts = req.model.facts
+    assert req.model.facts is not None, "KAITO 0.6's presets all have model facts (test_catalog_integrity)"
     limit = req.model.context_limit or req.sizing_context
-    if facts is None:
-        return min(limit, req.sizing_context)
-    lo, hi = 256, limit
-    best = min(req.sizing_context, limit)
+    lo, hi = req.sizing_context, limit      # the option fits the sizing context: search above it
+    best = min(lo, hi)
 
     def fits(tokens: int) -> bool:
         probe = replace(req, max_model_len=tokens)

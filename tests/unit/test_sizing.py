@@ -330,9 +330,9 @@ def test_the_largest_fitting_context_is_the_models_limit_when_everything_fits():
 
 
 def test_the_largest_fitting_context_below_256_tokens_is_returned_unrounded():
-    model = hf_model(1.0, context=200)
-    req = request(model, V012, max_model_len=100)
-    assert largest_fitting_context(req, CAT, evaluate(req, CAT.sizes[A100])) == 100
+    model = hf_model(1.0, context=200)           # a model whose whole context is under 256 tokens
+    req = request(model, V012)
+    assert largest_fitting_context(req, CAT, evaluate(req, CAT.sizes[A100])) == 200
 
 
 # ---------------------------------------------------------------------------------------------------------
