@@ -16,8 +16,8 @@ import time
 
 import requests
 
-from infra.render.nginx import GatewayLimits, Route
-from tests.servers.nginx import NginxGateway
+from infra.render.nginx import Route
+from tests.servers.nginx import NginxGateway, stack_limits
 from tests.servers.vllm import VllmRuntime, VllmServer
 
 KEY = "sk-bench-gateway-0001"
@@ -53,7 +53,7 @@ def main() -> None:
     server = VllmServer(runtime, runtime.ensure_tiny_model(), served_name="tiny-llama").start().wait_ready()
     hosts = (f"127.0.0.1:{server.port}",)
     gateway = NginxGateway([Route("tiny", hosts, "tiny-llama")], [], [KEY],
-                           GatewayLimits(rate_limit_per_minute=600000)).start()
+                           stack_limits(rate_limit_per_minute=600000)).start()
     try:
         direct = f"{server.base_url}/v1/completions"
         via = f"{gateway.base_url}/tiny/v1/completions"

@@ -96,11 +96,11 @@ class ReplicaPlan:
     gpu_memory_mib: int | None   # per GPU, as GPU Feature Discovery reports it (what KAITO 0.12 byo sizes from)
     gfd_product: str | None      # GFD's nvidia.com/gpu.product for this size; None: not sourced, not pre-set
     weights_gib: float | None
-    inference_config: dict[str, Any] | None = None   # the inference ConfigMap's inference_config.yaml; None: none
-    config_hash: str | None = None                   # of inference_config: part of the ConfigMap's name
-    identity: str = ""           # hash of what KAITO can't change in place (model, runtime, size, nodes, config)
-    notes: tuple[str, ...] = ()
-    price_note: str = ""         # when its price isn't the region's own (spot price unknown, region not in snapshot)
+    inference_config: dict[str, Any] | None   # the inference ConfigMap's inference_config.yaml; None: none
+    config_hash: str | None                   # of inference_config: part of the ConfigMap's name
+    identity: str                # hash of what KAITO can't change in place (model, runtime, size, nodes, config)
+    notes: tuple[str, ...]
+    price_note: str              # when its price isn't the region's own (spot price unknown, region not in snapshot)
 
     @property
     def match_labels(self) -> dict[str, str]:
@@ -162,10 +162,10 @@ class Plan:
     kaito_version: str
     replicas: tuple[ReplicaPlan, ...]
     price_source: str                        # "<region priced> list prices from <snapshot, commit, date>"
-    kaito_version_source: str = "stack"      # "stack", or "assumed: <evidence>" for the add-on's default
-    release: KaitoRelease | None = None      # the rules the plan followed
-    price_region: str = prices.DEFAULT_REGION   # the region whose prices the plan uses
-    price_notes: tuple[str, ...] = ()        # where a price isn't the region's own (region not in the snapshot, ...)
+    kaito_version_source: str                # "stack", or "assumed: <evidence>" for the add-on's default
+    release: KaitoRelease                    # the rules the plan followed
+    price_region: str                        # the region whose prices the plan uses
+    price_notes: tuple[str, ...]             # where a price isn't the region's own (region not in the snapshot, ...)
 
     @property
     def usd_per_hour(self) -> float:

@@ -109,6 +109,7 @@ SCOPES = {
     "infra/gateway.py": CI_SUITE,              # before issue 15.1 split it into infra/render/nginx.py + ...
     "infra/render/nginx.py": CI_SUITE,         # the gateway's nginx configuration (auth, limits, routes)
     "infra/render/gateway_objects.py": CI_SUITE,
+    "infra/api_keys.py": CI_SUITE,              # the gateway's keys: parsing, validation, the Secret's format
     "infra/endpoint.py": CI_SUITE,
 }
 OPERATORS = ("boundary", "negate-compare", "arithmetic", "constant", "negate-condition", "and-or", "return-none",

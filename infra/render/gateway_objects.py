@@ -24,6 +24,7 @@ from infra.render.nginx import (
     render_keys_map,
     render_nginx_conf,
 )
+from infra.settings import GatewaySettings
 
 NAME = "kaito-gateway"
 
@@ -86,7 +87,10 @@ def routes_for(plan: Plan) -> tuple[list[Route], list[Route]]:
 
 
 def limits_for(plan: Plan) -> GatewayLimits:
-    g = plan.settings.gateway
+    return limits_from(plan.settings.gateway)
+
+
+def limits_from(g: GatewaySettings) -> GatewayLimits:
     return GatewayLimits(rate_limit_per_minute=g.rate_limit_per_minute, max_body_kib=g.max_body_kib,
                          read_timeout_seconds=g.read_timeout_seconds,
                          unauthenticated_per_minute=g.unauthenticated_per_minute)

@@ -49,15 +49,17 @@ class Route:
     served_model: str                  # what the upstream answers to (informational, in /v1/models)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class GatewayLimits:
-    rate_limit_per_minute: int = 600
-    max_body_kib: int = 1024
-    read_timeout_seconds: int = 600
+    """The first four are the stack's (``gateway.*`` settings, where their defaults live); the rest are fixed."""
+
+    rate_limit_per_minute: int         # per API key
+    unauthenticated_per_minute: int    # failed authentications per client address
+    max_body_kib: int
+    read_timeout_seconds: int
     connect_timeout_seconds: int = 5
     max_fails: int = 1                 # passive health check: failures before a replica is skipped...
     fail_timeout_seconds: int = 10     # ...for this long
-    unauthenticated_per_minute: int = 60   # failed authentications per client address
 
 
 def model_prefix(model_name: str) -> str:
@@ -187,7 +189,7 @@ def render_nginx_conf(
     routes: list[Route],
     replica_routes: list[Route],
     keys_map_path: str,
-    limits: GatewayLimits = GatewayLimits(),
+    limits: GatewayLimits,
     listen: str = str(LISTEN_PORT),
     health_listen: str = str(HEALTH_PORT),
     temp_dir: str = "/tmp",

@@ -19,8 +19,8 @@ import requests
 
 from infra.api_keys import key_id
 from infra.endpoint import check_endpoint
-from infra.render.nginx import GatewayLimits, Route
-from tests.servers.nginx import NginxGateway, nginx_available
+from infra.render.nginx import Route
+from tests.servers.nginx import NginxGateway, nginx_available, stack_limits
 from tests.servers.required import unavailable
 from tests.servers.vllm import MAKE_TINY_MODEL, REPO, ServerUnavailableError, VllmRuntime, VllmServer
 
@@ -29,7 +29,7 @@ KEYS = ["sk-gw-test-alpha-3f9e1c", "sk-gw-test-beta-77d2aa"]   # keys of at leas
 MODEL = "tiny-llama"
 # The shared gateway answers many deliberately unauthenticated requests: don't let the failed-authentication
 # limit (tested in test_gateway_nginx.py) turn them into 429s.
-LIMITS = GatewayLimits(unauthenticated_per_minute=60_000)
+LIMITS = stack_limits(unauthenticated_per_minute=60_000)
 
 
 def token_paced_model(runtime) -> pathlib.Path:
@@ -209,7 +209,7 @@ def test_per_replica_route_and_endpoint_check_through_the_gateway(gateway, repli
 
 def test_rate_limit_and_body_size_per_key(replicas):
     model_routes, replica_routes = routes(replicas)
-    limits = GatewayLimits(rate_limit_per_minute=60, max_body_kib=1)    # burst 10
+    limits = stack_limits(rate_limit_per_minute=60, max_body_kib=1)    # burst 10
     with NginxGateway(model_routes, replica_routes, KEYS, limits) as gw:
         statuses = [requests.get(f"{gw.base_url}/tiny/v1/models", headers=auth(), timeout=10).status_code
                     for _ in range(25)]
@@ -225,7 +225,7 @@ def test_rate_limit_and_body_size_per_key(replicas):
 
 def test_key_rotation_without_failed_requests(replicas):
     model_routes, replica_routes = routes(replicas)
-    with NginxGateway(model_routes, replica_routes, [KEYS[0]], GatewayLimits(rate_limit_per_minute=60000)) as gw:
+    with NginxGateway(model_routes, replica_routes, [KEYS[0]], stack_limits(rate_limit_per_minute=60000)) as gw:
         url = f"{gw.base_url}/tiny/v1/models"
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             def hammer(key):

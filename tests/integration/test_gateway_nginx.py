@@ -15,8 +15,8 @@ import time
 import pytest
 
 from infra.api_keys import key_id
-from infra.render.nginx import GatewayLimits, Route
-from tests.servers.nginx import NginxGateway, nginx_available
+from infra.render.nginx import Route
+from tests.servers.nginx import NginxGateway, nginx_available, stack_limits
 from tests.servers.nginx_upstream import EchoUpstream, SilentUpstream, dead_address
 from tests.servers.required import unavailable
 from tests.servers.vllm import ServerUnavailableError
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.servers
 # alone: a key must match only itself, never as a pattern.
 KEYS = ["sk-gw-nginx-Alpha-3f9e1c07", "sk.gw+nginx/Beta=~_-77d2aa0", "sk.gw.nginx.Gamma.5a5a5a",
         "sk-gw-nginx+Delta+6b6b6b"]
-OPEN = GatewayLimits(rate_limit_per_minute=60_000, unauthenticated_per_minute=60_000, max_body_kib=1,
+OPEN = stack_limits(rate_limit_per_minute=60_000, unauthenticated_per_minute=60_000, max_body_kib=1,
                      read_timeout_seconds=1, connect_timeout_seconds=1)
 
 
@@ -218,7 +218,7 @@ def burst_of(gw, n: int, authorization: str | None, path: str = "/tiny/v1/models
 
 
 def test_rate_limit_per_key(echo):
-    gw = make_gateway(echo, limits=GatewayLimits(rate_limit_per_minute=60, unauthenticated_per_minute=60_000))
+    gw = make_gateway(echo, limits=stack_limits(rate_limit_per_minute=60, unauthenticated_per_minute=60_000))
     try:
         statuses, seconds = burst_of(gw, 30, bearer(KEYS[0]))        # burst 10, then 1 per second
         assert set(statuses) == {200, 429} and statuses.count(200) <= 11 + int(seconds), (statuses, seconds)
@@ -230,7 +230,7 @@ def test_rate_limit_per_key(echo):
 
 @pytest.mark.parametrize("guess", ["sk-gw-nginx-wrong-000000", KEYS[0].upper(), None])
 def test_failed_authentication_is_rate_limited_per_client(echo, guess):
-    gw = make_gateway(echo, limits=GatewayLimits(rate_limit_per_minute=60_000, unauthenticated_per_minute=60))
+    gw = make_gateway(echo, limits=stack_limits(rate_limit_per_minute=60_000, unauthenticated_per_minute=60))
     try:
         statuses, seconds = burst_of(gw, 150, bearer(guess) if guess else None)
         assert set(statuses) == {401, 429}, statuses
@@ -286,7 +286,7 @@ def test_every_error_is_openai_json(gateway, what, send, status):
 # 4. No key in any log, whatever the client puts where
 
 def test_no_key_in_any_log(echo):
-    limits = GatewayLimits(rate_limit_per_minute=60, unauthenticated_per_minute=60, max_body_kib=1,
+    limits = stack_limits(rate_limit_per_minute=60, unauthenticated_per_minute=60, max_body_kib=1,
                            connect_timeout_seconds=1)
     gw = make_gateway(echo, limits=limits)
     wrong = "sk-gw-nginx-Wrong-9a8b7c6d"

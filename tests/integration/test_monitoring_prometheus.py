@@ -29,9 +29,9 @@ import yaml
 from infra.api_keys import key_id
 from infra.plan import build_plan
 from infra.render import gateway_objects, model_objects, monitoring, nginx
-from infra.render.nginx import GatewayLimits, Route
+from infra.render.nginx import Route
 from infra.settings import settings_from_config
-from tests.servers.nginx import nginx_available
+from tests.servers.nginx import nginx_available, stack_limits
 from tests.servers.nginx_upstream import dead_address
 from tests.servers.prometheus import (
     MTAIL,
@@ -112,7 +112,7 @@ def stack(vllm_server, vllm_servers):
         mtail = Mtail().start()
         started.append(mtail)
         # 240/min, burst 40 per key: KEY_THROTTLED's bursts of 60 get 429s, the traffic key's 12 per round never do
-        limits = GatewayLimits(rate_limit_per_minute=240, unauthenticated_per_minute=60_000)
+        limits = stack_limits(rate_limit_per_minute=240, unauthenticated_per_minute=60_000)
         gateway = MetricsGateway(routes, replica_routes, [KEY_TRAFFIC, KEY_THROTTLED], limits, mtail.syslog_port)
         gateway.start()
         started.append(gateway)

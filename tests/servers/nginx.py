@@ -6,6 +6,7 @@ nginx binary (e.g. a build of the image's version, 1.28) to run the same tests u
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -15,9 +16,16 @@ import tempfile
 import time
 import urllib.request
 
+from infra.render.gateway_objects import limits_from
 from infra.render.nginx import GatewayLimits, Route, render_keys_map, render_nginx_conf
+from infra.settings import GatewaySettings
 from tests.servers.process import stop_process
 from tests.servers.vllm import ServerUnavailableError, free_port
+
+
+def stack_limits(**overrides: int) -> GatewayLimits:
+    """The gateway limits a stack gets by default (the gateway.* settings' defaults), with ``overrides``."""
+    return dataclasses.replace(limits_from(GatewaySettings()), **overrides)
 
 NGINX = os.environ.get("KAITO_AKS_NGINX") or shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -31,7 +39,7 @@ def nginx_available() -> str | None:
 
 class NginxGateway:
     def __init__(self, routes: list[Route], replica_routes: list[Route], keys: list[str],
-                 limits: GatewayLimits = GatewayLimits()):
+                 limits: GatewayLimits | None = None):
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="kaito-gw-"))
         (self.dir / "tmp").mkdir()
         os.chmod(self.dir, 0o755)
@@ -41,7 +49,7 @@ class NginxGateway:
         self.conf_path = self.dir / "nginx.conf"
         self.access_log = self.dir / "access.log"
         self.error_log = self.dir / "error.log"
-        self.routes, self.replica_routes, self.limits = routes, replica_routes, limits
+        self.routes, self.replica_routes, self.limits = routes, replica_routes, limits or stack_limits()
         self.write(keys)
         self.proc: subprocess.Popen | None = None
 

@@ -26,8 +26,9 @@ from infra.errors import UserError
 from infra.plan import build_plan
 from infra.render import gateway_objects, nginx
 from infra.render.gateway_objects import keys_secret_from_setting
-from infra.render.nginx import GatewayLimits, Route, key_regex, render_keys_map, render_nginx_conf
+from infra.render.nginx import Route, key_regex, render_keys_map, render_nginx_conf
 from infra.settings import load_stack_file
+from tests.servers.nginx import stack_limits
 
 MARK = "SeCrEtMaRk"           # in every key below: an error message must never contain it, in any case
 KEY_A = f"sk-{MARK}-0123456789"
@@ -191,7 +192,7 @@ def test_render_keys_map_validates(keys):
 ROUTES = [Route("tiny", ("10.0.0.1:80", "10.0.0.2:80"), "tiny-llama"), Route("m.2", ("10.0.0.3:80",), "m2")]
 REPLICAS = [Route("tiny", ("10.0.0.1:80",), "tiny-llama"), Route("tiny-r1", ("10.0.0.2:80",), "tiny-llama"),
             Route("m.2", ("10.0.0.3:80",), "m2")]
-CONF = render_nginx_conf(ROUTES, REPLICAS, "/keys/api-keys.map", GatewayLimits(rate_limit_per_minute=120,
+CONF = render_nginx_conf(ROUTES, REPLICAS, "/keys/api-keys.map", stack_limits(rate_limit_per_minute=120,
                                                                              unauthenticated_per_minute=30))
 
 
@@ -335,6 +336,15 @@ def test_a_replaced_gateway_pod_leaves_the_load_balancer_then_quits_gracefully(p
 
 
 def test_graceful_quits_and_reloads_are_bounded_by_the_read_timeout():
-    conf = render_nginx_conf([Route("m", ("u:80",), "m")], [], "/k", GatewayLimits(read_timeout_seconds=120))
+    conf = render_nginx_conf([Route("m", ("u:80",), "m")], [], "/k", stack_limits(read_timeout_seconds=120))
     assert re.search(r"^worker_shutdown_timeout 125s;$", conf, re.M)
     assert gateway_objects.termination_grace_seconds(120) >= gateway_objects.DRAIN_DELAY_SECONDS + 125   # delay, then the quit
+
+
+def test_a_replica_that_fails_once_is_skipped_for_ten_seconds_and_connects_are_bounded_at_five():
+    """Passive health checking: one failed attempt takes a replica out of its model's rotation for 10 s (the other
+    replicas answer meanwhile), and a connect that takes more than 5 s counts as that failure."""
+    conf = render_nginx_conf([Route("m", ("a:80", "b:80"), "m")], [], "/k", stack_limits())
+    assert re.findall(r"server (\S+) max_fails=(\d+) fail_timeout=(\d+)s;", conf) == [("a:80", "1", "10"),
+                                                                                       ("b:80", "1", "10")]
+    assert set(re.findall(r"proxy_connect_timeout (\d+)s;", conf)) == {"5"}

@@ -1,5 +1,7 @@
 """The plan CLI on the project's own stacks: the table, and the documented JSON shape."""
 import json
+import pathlib
+import re
 import subprocess
 import sys
 
@@ -74,3 +76,22 @@ def test_pool_names_are_valid_stable_and_distinct():
     for name in names:
         assert len(name) <= 12 and name[0].isalpha() and name.isalnum() and name == name.lower()
     assert pool_name("llama-8b") == pool_name("llama-8b")
+
+
+def _json_keys(doc: dict) -> set[str]:
+    models = doc["models"]
+    return (set(doc) | set(doc["kaito"]) | set(doc["upgrades"]) | set(doc["surge"]) | {k for m in models for k in m}
+            | {k for m in models for a in m["alternatives"] for k in a})
+
+
+def test_the_readme_documents_exactly_the_plan_json_fields():
+    """README "Plan JSON (stable)" is the contract: every field the plan prints is documented there, and every
+    field documented there is printed (values the table names, such as `addon`, are not fields)."""
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("### Plan JSON (stable)"):readme.index("### How sizes are chosen")]
+    documented = {tail or head for head, tail in re.findall(r"`([a-z_]+)(?:\.([a-z_]+))?(?:\[\])?`", table)}
+    values = {"addon", "helm", "eastus", "recreate", "location"}      # `cluster.location`: a setting, not a field
+    for stack in ("dev", "prod"):
+        keys = _json_keys(build_plan(load_stack_file(stack)).to_json())
+        assert keys <= documented, keys - documented
+    assert documented - values == _json_keys(build_plan(load_stack_file("prod")).to_json())
