@@ -63,11 +63,6 @@ def derived_names(workspace: str) -> list[tuple[str, str, int]]:
     ]
 
 
-def too_long(workspace: str) -> tuple[str, str, int] | None:
-    """The first derived name over its limit, or None."""
-    return next(((what, name, limit) for what, name, limit in derived_names(workspace) if len(name) > limit), None)
-
-
 def max_model_name_length(replicas: int, surge: bool = False) -> int:
     """The longest models[i].name whose every replica's Workspace (``<name>-rN[-<hash>]``) and derived names fit."""
     suffix = len(f"-r{replicas - 1}") if replicas > 1 else 0

@@ -368,13 +368,7 @@ def _name_problems(settings: Settings, key: str, model: ModelSettings) -> list[s
             "StatefulSet whose pods are labelled controller-revision-hash=<name>-<10 characters>, a label value of at "
             "most 63, kubernetes/kubernetes#64023); use a shorter name"
         )
-    else:
-        for replica in range(model.replicas):
-            over = names.too_long(names.workspace_name(model.name, replica, "0" * names.SURGE_HASH_CHARS, surge))
-            if over:
-                what, name, max_len = over
-                problems.append(f"{key}.name: {what} would be '{name}', over {max_len} characters; use a shorter name")
-                break
+    # within the limit every derived name fits too: the Workspace's own limit is the one that binds (test_names)
     dns_label = settings.access.dns_label
     if dns_label and not settings.gateway_enabled:
         for replica in range(model.replicas):
@@ -412,8 +406,9 @@ def _model_problems(settings: Settings, key: str, model: ModelSettings, resolved
     problems = []
     if model.runtime not in resolved.runtimes:
         problems.append(
-            f"{key}.runtime: '{model.runtime}' can't serve {resolved.preset} in KAITO {release.version} "
-            f"(it supports {', '.join(resolved.runtimes)}); use runtime: vllm"
+            # every model runs on vllm (ResolvedModel.runtimes), so only transformers is ever refused
+            f"{key}.runtime: '{model.runtime}' can't serve {resolved.preset} in KAITO {release.version}; "
+            "use runtime: vllm"
         )
     if model.runtime == "transformers" and (model.max_model_len or model.dtype):
         which = "maxModelLen" if model.max_model_len else "dtype"

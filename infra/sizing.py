@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 from infra import prices
 from infra.catalog import (
@@ -62,6 +62,10 @@ class SizingRequest:
     memory_source: MemorySource = "sku-table"
     spot: bool = False
     region: str = prices.DEFAULT_REGION   # prices (and what is offered) are this region's, on spot when ``spot``
+
+    def __post_init__(self) -> None:
+        if self.memory_source not in get_args(MemorySource):    # else a typo sizes silently one way
+            raise ValueError(f"memory_source {self.memory_source!r} is not one of {get_args(MemorySource)}")
 
     @property
     def effective_dtype(self) -> Dtype:

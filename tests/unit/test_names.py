@@ -15,8 +15,8 @@ from infra.settings import settings_from_config
 ACCESS = {"sourceRanges": ["203.0.113.0/24"]}
 
 
-def plan_for(name: str, replicas: int = 1, **extra):
-    model = {"name": name, "model": "phi-3-mini-4k-instruct", "replicas": replicas}
+def plan_for(name: str, replicas: int = 1, rollout: str = "recreate", **extra):
+    model = {"name": name, "model": "phi-3-mini-4k-instruct", "replicas": replicas, "rollout": rollout}
     return build_plan(settings_from_config("dev", {"models": [model], "access": {**ACCESS, **extra}}, set()))
 
 
@@ -46,6 +46,29 @@ def test_replicas_shorten_the_longest_name_by_their_suffix(replicas, longest):
         plan_for("b" * (longest + 1), replicas=replicas)
     assert err.value.lines[0].startswith(f"kaito-aks:models[0].name: '{'b' * (longest + 1)}' is {longest + 1} "
                                          f"characters; at most {longest} with replicas: {replicas}")
+
+
+def test_the_workspace_limit_is_the_one_that_binds():
+    """The plan checks only the Workspace's length: at its maximum every name derived from it still fits."""
+    for what, derived, limit in names.derived_names("w" * names.WORKSPACE_MAX):
+        assert len(derived) <= limit, what
+    (what, _, limit), *_ = [d for d in names.derived_names("w" * (names.WORKSPACE_MAX + 1)) if len(d[1]) > d[2]]
+    assert what.startswith("the Workspace") and limit == names.WORKSPACE_MAX
+
+
+@pytest.mark.parametrize("replicas,extra", [(1, " with rollout: surge (a 6-character hash)"),
+                                            (3, " with replicas: 3 and rollout: surge (a 6-character hash)")])
+def test_a_surge_hash_shortens_the_longest_name_and_the_refusal_says_so(replicas, extra):
+    longest = names.max_model_name_length(replicas, surge=True)
+    assert longest == names.WORKSPACE_MAX - 7 - (3 if replicas > 1 else 0)
+    ok = plan_for("s" * longest, replicas=replicas, rollout="surge")
+    assert max(len(r.workspace) for r in ok.replicas) == names.WORKSPACE_MAX
+    with pytest.raises(UserError) as err:
+        plan_for("s" * (longest + 1), replicas=replicas, rollout="surge")
+    (line,) = err.value.lines
+    workspace = "s" * (longest + 1) + (f"-r{replicas - 1}" if replicas > 1 else "") + "-000000"
+    assert line.startswith(f"kaito-aks:models[0].name: '{'s' * (longest + 1)}' is {longest + 1} characters; at most "
+                           f"{longest}{extra}: the Workspace '{workspace}' must be at most 52 characters")
 
 
 ACCEPTED = [(name, replicas) for name in ["a", "a" * 52, "x-" * 25 + "yz", "m0" * 26, "q" * 49, "r" * 48]

@@ -104,7 +104,8 @@ def test_max_model_len_beyond_the_context_limit():
 def test_transformers_runtime_where_kaito_has_none():
     # KAITO 0.12 has Transformers parameters for 20 catalog models; phi-4-mini-instruct's are commented out upstream
     lines = problems([{"name": "l", "model": "phi-4-mini-instruct", "runtime": "transformers"}], {"mode": "helm"})
-    assert lines[0].startswith("kaito-aks:models[0].runtime: 'transformers' can't serve phi-4-mini-instruct")
+    assert lines == ["kaito-aks:models[0].runtime: 'transformers' can't serve phi-4-mini-instruct in KAITO "
+                     "0.12.0; use runtime: vllm"]
 
 
 def test_user_facts_size_an_unknown_hf_model():

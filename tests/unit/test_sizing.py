@@ -616,3 +616,11 @@ def test_kaito_0_6_writes_a_resource_count_of_at_least_one():
     nothing = replace(preset, webhook=replace(preset.webhook, gpus=0, total_gpu_memory_gib=0))
     placement = kaito_v06_placement(nothing, V06.kaito_sku(A100), "vllm")
     assert (placement.accepted, placement.count, placement.pods) == (True, 1, 0)
+
+
+def test_a_request_sizes_from_the_sku_table_unless_told_node_labels_and_nothing_else():
+    req = request("phi-3-mini-4k-instruct")
+    assert req.memory_source == "sku-table"
+    assert request("phi-3-mini-4k-instruct", memory_source="node-labels").memory_source == "node-labels"
+    with pytest.raises(ValueError, match="memory_source 'gfd' is not one of"):
+        request("phi-3-mini-4k-instruct", memory_source="gfd")
