@@ -3,11 +3,12 @@
 
 One command per module (``.venv/bin/python`` from the repository root; add ``nice -n 10`` on a shared machine)::
 
-    python tools/mutate.py infra/sizing.py                     # every mutant, unit + program tests
-    python tools/mutate.py infra/settings.py                   # every mutant, unit + program tests
-    python tools/mutate.py infra/plan.py --sample 150 --seed 16      # a reproducible random sample
-    python tools/mutate.py infra/render/nginx.py --sample 150 --seed 16   # the gateway; unit + program + integration
-    python tools/mutate.py infra/endpoint.py --sample 150 --seed 16  # unit + program + integration (as CI)
+    python tools/mutate.py infra/sizing.py --sample 100 --seed 31       # unit + program tests
+    python tools/mutate.py infra/settings.py --sample 100 --seed 31     # unit + program tests
+    python tools/mutate.py infra/plan.py --sample 100 --seed 31         # unit + program tests
+    python tools/mutate.py infra/render/nginx.py --sample 50 --seed 31  # the gateway: unit + program + integration
+    python tools/mutate.py infra/endpoint.py --sample 50 --seed 31      # unit + program + integration (as CI)
+    python tools/mutate.py infra/api_keys.py                            # every mutant of the gateway's keys
 
     python tools/mutate.py --show /tmp/kaito-aks-mutate/infra_sizing.json --list   # survivors, with diffs
 
@@ -59,8 +60,8 @@ f-string -> ``""``); negate-condition (``if``/``while``/ternary/comprehension co
 ``break``/``continue`` -> ``pass``). All of them inside functions, methods, ``@property`` and pydantic
 validators, class bodies (pydantic ``Field`` arguments, dataclass defaults) and module constants.
 
-Not mutated, by design: docstrings; type annotations and type aliases (``Literal[...]``: types, not behaviour); decorator expressions; f-string
-format specs and the literal pieces of an f-string (the f-string as a whole is, and the expressions in it are);
+Not mutated, by design: docstrings; type annotations and type aliases (``Literal[...]``: types, not behaviour);
+decorator expressions; f-string format specs and the literal pieces of an f-string (the f-string as a whole is, and the expressions in it are);
 ``Field(description=...)`` text (documentation only: nothing in the program reads it); ``assert`` statements
 (invariants, stripped by ``python -O``); imports, ``def``/``class`` statements, ``if TYPE_CHECKING:``; a
 line carrying ``# pragma: no mutate``. Strings joined with ``+``/``*``/``%`` keep their operator (a swap is a
