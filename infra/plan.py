@@ -32,7 +32,6 @@ from infra.sizing import Decision, SizingError, SizingRequest, check_explicit, c
 PoolOwner = Literal["kaito-aks", "kaito"]
 HOURS_PER_MONTH = 730
 WORKSPACE_LABEL = "kaito-aks/workspace"  # our node/selector label: unique per Workspace, not KAITO-reserved
-MIN_OS_DISK_GIB = 128
 MAX_OS_DISK_GIB = 2048
 IMAGE_SPACE_GIB = 64                      # room for the KAITO/vLLM images next to the weights
 # GPU pools upgrade (Kubernetes version, node image) one node at a time without a surge node: no GPU quota beyond
@@ -443,7 +442,7 @@ def _replica(settings: Settings, index: int, model: ModelSettings, resolved: Res
     size = catalog.sizes[chosen.instance_type]
     byo = settings.kaito.mode == "helm"    # kaito-aks installs KAITO with bring-your-own nodes
     disk = resolved.disk_gib + IMAGE_SPACE_GIB
-    os_disk = min(MAX_OS_DISK_GIB, max(MIN_OS_DISK_GIB, math.ceil(disk / 64) * 64))
+    os_disk = min(MAX_OS_DISK_GIB, math.ceil(disk / 64) * 64)    # >= 134 GiB: every model's disk need is >= 70
     vllm_values: dict[str, Any] = {}
     if decision.max_model_len is not None:
         vllm_values["max-model-len"] = decision.max_model_len

@@ -18,7 +18,6 @@ from infra.models import resolve
 from infra.plan import (
     HOURS_PER_MONTH,
     IMAGE_SPACE_GIB,
-    MIN_OS_DISK_GIB,
     build_plan,
     inference_config,
     load_balancer_dns_label,
@@ -124,7 +123,7 @@ def test_the_os_disk_holds_the_weights_and_the_images_in_64_gib_steps():
     assert disks == {"llama-8b": 192, "llama-70b": 320}    # 94 + 64 -> 192; 211 + 64 -> 320
     for r in plan.replicas:
         need = resolve(r.model_ref, plan.release, CAT).disk_gib + IMAGE_SPACE_GIB
-        assert r.os_disk_gib == max(MIN_OS_DISK_GIB, math.ceil(need / 64) * 64) and r.os_disk_gib % 64 == 0
+        assert r.os_disk_gib == math.ceil(need / 64) * 64 and r.os_disk_gib % 64 == 0
 
 
 @pytest.mark.parametrize("weights,disk", [
@@ -285,7 +284,9 @@ def test_the_largest_item_over_budget_is_named():
 # The plan's own checks: one line each, naming the setting
 
 def test_the_release_follows_the_mode_and_the_stack():
-    assert plan_for([{"name": "a", "model": "phi-3-mini-4k-instruct"}]).kaito_version == CAT.default_helm_version
+    default = plan_for([{"name": "a", "model": "phi-3-mini-4k-instruct"}])
+    # Helm installs the chart kaito-aks pins: a known version, not an assumption
+    assert (default.kaito_version, default.kaito_version_source) == (CAT.default_helm_version, "stack")
     addon = plan_for([{"name": "a", "model": "phi-3-mini-4k-instruct"}], {"mode": "addon"})
     assert addon.kaito_version == CAT.addon_default.version
     assert addon.kaito_version_source == f"assumed: {CAT.addon_default.source}"
@@ -405,3 +406,11 @@ def test_replicas_get_their_slot_index_and_the_stacks_namespace():
     assert [(r.slot, r.replica, r.model_index, r.namespace) for r in plan.replicas] == [
         ("a", 0, 0, "serving"), ("a-r1", 1, 0, "serving"), ("a-r2", 2, 0, "serving")]
     assert len({r.pool_name for r in plan.replicas}) == 3
+
+
+def test_every_model_kaito_knows_needs_a_disk_of_at_least_70_gib():
+    """Why the OS disk needs no floor: weights + KAITO's disk base is at least 70 GiB for every preset and catalog
+    model of every release (0.6's own DiskStorageRequirement; weights + 80 GiB from 0.7), 134 GiB with the images."""
+    needs = [resolve(name, release, CAT).disk_gib for release in CAT.releases.values()
+             for name in (*release.presets, *release.catalog)]
+    assert len(needs) > 100 and min(needs) >= 70
