@@ -348,3 +348,21 @@ def test_a_replica_that_fails_once_is_skipped_for_ten_seconds_and_connects_are_b
     assert re.findall(r"server (\S+) max_fails=(\d+) fail_timeout=(\d+)s;", conf) == [("a:80", "1", "10"),
                                                                                        ("b:80", "1", "10")]
     assert set(re.findall(r"proxy_connect_timeout (\d+)s;", conf)) == {"5"}
+
+
+def test_every_port_in_the_gateway_pod_is_its_own_and_the_probes_reach_the_health_server(prod_plan):
+    """nginx's API, health and stub_status servers, its syslog feed and the two metrics sidecars share one network
+    namespace: two of them on one port and the pod never starts (observability is on in prod)."""
+    assert prod_plan.settings.observability_enabled
+    conf = gateway_objects.nginx_conf_for(prod_plan)
+    listens = [int(port) for port in re.findall(r"^\s*listen (?:[\d.]+:)?(\d+);", conf, re.M)]
+    syslog = [int(port) for port in re.findall(r"syslog:server=[\d.]+:(\d+)", conf)]
+    pod = gateway_objects.deployment(prod_plan)["spec"]["template"]["spec"]
+    nginx_container = next(c for c in pod["containers"] if c["name"] == "nginx")
+    sidecars = [p["containerPort"] for c in pod["containers"] if c is not nginx_container for p in c.get("ports", [])]
+    every = listens + syslog + sidecars
+    assert (len(listens), len(syslog), len(sidecars)) == (3, 1, 2) and len(set(every)) == len(every), every
+    assert {p["containerPort"] for p in nginx_container["ports"]} <= set(listens)
+    health_port = int(re.search(r"listen (\d+);\n\s*access_log off;\n\s*location = /healthz", conf).group(1))
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert nginx_container[probe]["httpGet"] == {"path": "/healthz", "port": health_port}

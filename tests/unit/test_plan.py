@@ -414,3 +414,15 @@ def test_every_model_kaito_knows_needs_a_disk_of_at_least_70_gib():
     needs = [resolve(name, release, CAT).disk_gib for release in CAT.releases.values()
              for name in (*release.presets, *release.catalog)]
     assert len(needs) > 100 and min(needs) >= 70
+
+
+def test_an_unchanged_stack_keeps_its_workspace_and_pool_names():
+    """The names are derived, not stored: if the identity recipe or the pool-name hash changed between kaito-aks
+    releases, the next `pulumi up` of an unchanged prod stack would roll every surge replica onto new GPU pools.
+    Changing them on purpose means updating these values and saying so in the release notes."""
+    plan = build_plan(load_stack_file("prod"))
+    assert [(r.identity, r.workspace, r.pool_name) for r in plan.replicas] == [
+        ("0d7a53cacb", "llama-8b-0d7a53", "gllama8bde21"),
+        ("0d7a53cacb", "llama-8b-r1-0d7a53", "gllama8c2dc6"),
+        ("2eb2ff86a9", "llama-70b-2eb2ff", "gllama72dae9"),
+    ]
