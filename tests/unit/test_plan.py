@@ -374,6 +374,13 @@ def test_a_gated_model_without_a_token_is_one_line_and_with_one_references_it():
     assert r.gated and r.reference_hf_token
 
 
+def test_a_gated_model_whose_preset_forbids_the_secret_does_not_reference_it():
+    """KAITO 0.10's webhook refuses modelAccessSecret on mistral-7b-instruct, though its weights are gated: the
+    Workspace must not name the token Secret there (it would be refused at admission)."""
+    r = plan_for([{"name": "m", "model": "mistral-7b-instruct"}], {"mode": "helm", "version": "0.10.0"}).replicas[0]
+    assert r.gated and not r.reference_hf_token
+
+
 def test_facts_for_a_model_kaito_knows_are_refused():
     facts = {"weightsGiB": 30, "layers": 48, "kvHeads": 8, "headDim": 128, "contextLimit": 32768}
     line, = problems([{"name": "p", "model": "phi-3-mini-4k-instruct", "facts": facts}])
