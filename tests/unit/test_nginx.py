@@ -366,3 +366,18 @@ def test_every_port_in_the_gateway_pod_is_its_own_and_the_probes_reach_the_healt
     health_port = int(re.search(r"listen (\d+);\n\s*access_log off;\n\s*location = /healthz", conf).group(1))
     for probe in ("readinessProbe", "livenessProbe"):
         assert nginx_container[probe]["httpGet"] == {"path": "/healthz", "port": health_port}
+
+
+def test_nginx_writes_only_where_its_read_only_pod_has_an_empty_dir(prod_plan):
+    """The root filesystem is read-only: the pid file and nginx's temp files must be on the pod's emptyDir."""
+    conf = gateway_objects.nginx_conf_for(prod_plan)
+    pod = gateway_objects.deployment(prod_plan)["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == "nginx")
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    empty_dirs = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+    writable = [m["mountPath"] for m in container["volumeMounts"] if m["name"] in empty_dirs]
+    (pid,) = re.findall(r"^pid (\S+);$", conf, re.M)
+    temp_paths = re.findall(r"_temp_path (\S+);", conf)
+    assert temp_paths and pid == nginx.PID_PATH
+    for path in [pid, *temp_paths]:
+        assert any(path.startswith(f"{w}/") for w in writable), path
