@@ -381,3 +381,28 @@ def test_nginx_writes_only_where_its_read_only_pod_has_an_empty_dir(prod_plan):
     assert temp_paths and pid == nginx.PID_PATH
     for path in [pid, *temp_paths]:
         assert any(path.startswith(f"{w}/") for w in writable), path
+
+
+def test_every_error_the_gateway_sends_is_a_complete_openai_error_with_its_own_code():
+    """What clients see for each status nginx raises: the status sent (403 from the unauthenticated location is a 401;
+    nginx's 494 is the standard 431; a gateway-side 502/504 is a 503 to retry), and a body with a sentence for a
+    message, one of OpenAI's error types and a code of its own."""
+    sent = {}
+    for error in nginx.error_pages(stack_limits(max_body_kib=2)):
+        body = json.loads(error.body)["error"]
+        for raised in error.codes:
+            sent[raised] = (error.status, body["type"])
+        assert re.fullmatch(r"[A-Z].{10,}[.;)]", body["message"]) or body["message"].endswith("later."), body
+        assert re.fullmatch(r"[a-z]+(_[a-z]+)+", body["code"]) and body["param"] is None
+    assert sent == {
+        400: (400, "invalid_request_error"), 403: (401, "invalid_request_error"), 404: (404, "invalid_request_error"),
+        405: (405, "invalid_request_error"), 408: (408, "invalid_request_error"), 411: (411, "invalid_request_error"),
+        413: (413, "invalid_request_error"), 414: (414, "invalid_request_error"), 429: (429, "rate_limit_exceeded"),
+        494: (431, "invalid_request_error"), 500: (500, "server_error"), 501: (501, "invalid_request_error"),
+        502: (503, "server_error"), 503: (503, "server_error"), 504: (503, "server_error"),
+        505: (505, "invalid_request_error")}
+    codes = [json.loads(e.body)["error"]["code"] for e in nginx.error_pages(stack_limits())]
+    assert len(set(codes)) == len(codes)
+    by_status = {e.status: json.loads(e.body)["error"]["message"] for e in nginx.error_pages(stack_limits(max_body_kib=2))}
+    assert by_status[401] == "Missing or invalid API key: send 'Authorization: Bearer <key>'."
+    assert by_status[413] == "Request body larger than 2 KiB."
