@@ -406,3 +406,12 @@ def test_every_error_the_gateway_sends_is_a_complete_openai_error_with_its_own_c
     by_status = {e.status: json.loads(e.body)["error"]["message"] for e in nginx.error_pages(stack_limits(max_body_kib=2))}
     assert by_status[401] == "Missing or invalid API key: send 'Authorization: Bearer <key>'."
     assert by_status[413] == "Request body larger than 2 KiB."
+
+
+def test_the_gateway_lists_its_models_as_openai_does():
+    """GET /v1/models at the gateway: OpenAI's list object, one model object per route, id = the route's name."""
+    doc = json.loads(nginx.models_document([Route("chat", ("a:80",), "meta-llama/Llama-3.1-8B-Instruct"),
+                                            Route("small", ("b:80",), "phi-3")]))
+    assert doc == {"object": "list", "data": [
+        {"id": "chat", "object": "model", "owned_by": "kaito-aks", "served_model": "meta-llama/Llama-3.1-8B-Instruct"},
+        {"id": "small", "object": "model", "owned_by": "kaito-aks", "served_model": "phi-3"}]}
