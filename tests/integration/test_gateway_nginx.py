@@ -201,6 +201,20 @@ def test_models_listing_and_unknown_model(gateway):
         assert_openai_error(get(gateway, path, bearer(KEYS[0])), 404, "model_not_found")
 
 
+def test_text_nginx_returns_itself_survives_its_quoting(echo):
+    """The model list and the error bodies are nginx string literals: quotes, backslashes (JSON's own escapes)
+    and non-ASCII text come out as the JSON the gateway built, byte for byte."""
+    odd = "we'ird \"name\" \\ é"
+    gw = start(NginxGateway([Route("odd", (echo.address,), odd)], [], KEYS, OPEN))
+    try:
+        r = get(gw, "/v1/models", bearer(KEYS[0]))
+        assert r.status == 200 and r.json()["data"][0]["served_model"] == odd, r
+        assert assert_openai_error(get(gw, "/v1/models"), 401)["message"] == (
+            "Missing or invalid API key: send 'Authorization: Bearer <key>'.")
+    finally:
+        gw.stop()
+
+
 def test_request_body_limit(gateway):
     r = request(gateway, "POST", "/tiny/v1/completions", [("Authorization", bearer(KEYS[0]))], b"x" * 4096)
     assert_openai_error(r, 413, "request_too_large")
