@@ -57,13 +57,17 @@ class NginxGateway:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def metrics_servers(self) -> dict[str, str]:
+        """render_nginx_conf's metrics arguments (stub_status, the syslog feed): none unless a subclass adds them."""
+        return {}
+
     def write(self, keys: list[str]) -> None:
         self.keys_path.write_text(render_keys_map(keys))
         self.conf_path.write_text(render_nginx_conf(
             self.routes, self.replica_routes, str(self.keys_path), self.limits,
             listen=f"127.0.0.1:{self.port}", health_listen=f"127.0.0.1:{self.health_port}",
             temp_dir=str(self.dir / "tmp"), pid_path=str(self.dir / "nginx.pid"),
-            access_log=str(self.access_log), error_log=str(self.error_log)))
+            access_log=str(self.access_log), error_log=str(self.error_log), **self.metrics_servers()))
 
     def test_config(self) -> subprocess.CompletedProcess:
         return subprocess.run([NGINX, "-t", "-q", "-p", str(self.dir), "-c", str(self.conf_path)],

@@ -246,16 +246,8 @@ class MetricsGateway(NginxGateway):
         self.status_port, self.syslog_port = free_port(), syslog_port
         super().__init__(routes, replica_routes, keys, limits)
 
-    def write(self, keys: list[str]) -> None:
-        from infra.render.nginx import render_keys_map, render_nginx_conf
-
-        self.keys_path.write_text(render_keys_map(keys))
-        self.conf_path.write_text(render_nginx_conf(
-            self.routes, self.replica_routes, str(self.keys_path), self.limits,
-            listen=f"127.0.0.1:{self.port}", health_listen=f"127.0.0.1:{self.health_port}",
-            temp_dir=str(self.dir / "tmp"), pid_path=str(self.dir / "nginx.pid"),
-            access_log=str(self.access_log), error_log=str(self.error_log),
-            status_listen=f"127.0.0.1:{self.status_port}", syslog_server=f"127.0.0.1:{self.syslog_port}"))
+    def metrics_servers(self) -> dict[str, str]:
+        return {"status_listen": f"127.0.0.1:{self.status_port}", "syslog_server": f"127.0.0.1:{self.syslog_port}"}
 
     @property
     def status_url(self) -> str:
