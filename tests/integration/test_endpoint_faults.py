@@ -104,6 +104,20 @@ def proxy(vllm_server) -> Iterator[FaultProxy]:
         yield p
 
 
+def test_every_request_of_the_check_names_itself_and_asks_for_json(proxy):
+    """Server and gateway logs can tell the post-deploy check from users: every request carries its User-Agent."""
+    proxy.set_rules([])
+    result = check_endpoint(proxy.url, expected_model=MODEL, timeout_s=60, api_key="sk-check-ua-000001")
+    assert isinstance(result, EndpointResult)
+    seen = proxy.requests_seen
+    assert len(seen) >= 4 and {s.path.split("?")[0] for s in seen} >= {"/v1/models", "/v1/chat/completions"}
+    for s in seen:
+        headers = {k.lower(): v for k, v in s.headers.items()}
+        assert headers["user-agent"] == "kaito-aks-endpoint-check/1", s
+        assert headers["accept"].startswith("application/json") or "text/event-stream" in headers["accept"], s
+        assert headers["authorization"] == "Bearer sk-check-ua-000001"
+
+
 def test_503_with_retry_after_is_honoured_then_passes(proxy):
     proxy.set_rules([Rule("status", path="/v1/models", status=503, times=2, headers={"Retry-After": "1"})])
     result, elapsed = timed(check_endpoint, proxy.url, expected_model=MODEL, timeout_s=30)
