@@ -613,3 +613,56 @@ def test_a_rotated_kubeconfig_is_no_reason_to_check_again_but_a_new_pod_target_i
     moved = {**POD_TARGET, "selector": {"kaito.sh/workspace": "m-def456"}}
     assert p.diff("id", olds, {**same, "pod_target": moved}).changes is True
     assert "kubeconfig" in ec.SECRET_OUTPUTS
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Small rules the messages rely on (each found by mutation testing: no test stated them)
+
+def test_del_and_the_c1_controls_are_control_characters():
+    assert [ep._char_name(c) for c in ("\x01", "\x1b", "\x7f", "\x80", "\x9f")] == ["a control character"] * 5
+    assert ep._char_name("\xa0") == "a whitespace character" and ep._char_name("é") == "a non-ASCII character"
+
+
+def test_a_text_exactly_at_the_limit_is_kept_whole_and_one_more_is_cut():
+    assert ep._printable("x" * 20, 20) == "x" * 20
+    assert ep._printable("x" * 21, 20) == "x" * 19 + "…"
+    assert ep._printable("\x01" * 3, 20) == "\\x01" * 3          # escaped, not printed raw
+
+
+@pytest.mark.parametrize("opener,closer", [("[", "]"), ('{"a":', "}")])
+def test_json_exactly_at_the_depth_limit_is_accepted_and_one_deeper_is_not(opener, closer):
+    at_limit = opener * ep.MAX_JSON_DEPTH + "1" + closer * ep.MAX_JSON_DEPTH
+    assert not ep.json_nesting_exceeds(at_limit) and ep.loads_bounded(at_limit) is not None
+    deeper = opener * (ep.MAX_JSON_DEPTH + 1) + "1" + closer * (ep.MAX_JSON_DEPTH + 1)
+    assert ep.json_nesting_exceeds(deeper)
+    with pytest.raises(ep.JsonTooDeepError):
+        ep.loads_bounded(deeper)
+
+
+def test_a_key_quoted_twice_in_json_is_still_a_form_of_the_key():
+    key = 'sk-a"b\\c'
+    once = json.dumps(key)[1:-1]
+    assert json.dumps(once)[1:-1] in ep.secret_text_forms(key)
+
+
+def test_a_completion_whose_text_is_not_a_string_is_malformed():
+    with pytest.raises(ep.ShapeError, match=r"choices\[0\].text is int, expected a string"):
+        ep.validate_completion({"object": "text_completion", "choices": [{"text": 7, "finish_reason": "length"}],
+                                "usage": {"completion_tokens": 1}}, 8)
+
+
+@pytest.mark.parametrize("message,short", [
+    ("HTTPConnectionPool: Max retries exceeded (Caused by NameResolutionError: Name or service not known)",
+     "DNS lookup failed"),
+    ("Failed to resolve: nodename nor servname provided, or not known", "DNS lookup failed"),
+    ("('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))", "connection reset"),
+    ("x " + ep.FORWARD_FAILURE + "no Ready pod of workspace phi3'))", "no Ready pod of workspace phi3"),
+])
+def test_connection_errors_are_named_in_a_few_words(message, short):
+    assert ep._describe_exception(requests.exceptions.ConnectionError(message)) == short
+
+
+@pytest.mark.parametrize("error", [requests.exceptions.InvalidHeader("Invalid leading whitespace: 'Bearer  sk'"),
+                                   UnicodeEncodeError("latin-1", "ü", 0, 1, "ordinal not in range")])
+def test_a_header_that_cannot_be_sent_is_blamed_on_the_key_without_quoting_it(error):
+    assert ep._unsendable_reason(error) == "a request header is not a valid HTTP header value (check the API key)"
