@@ -294,7 +294,8 @@ def _char_name(ch: str) -> str:
         return _CHAR_NAMES[ch]
     if ch.isspace():
         return "a whitespace character"
-    return "a control character" if ord(ch) < 0x20 or 0x7f <= ord(ch) < 0xa0 else "a non-ASCII character"
+    # C0 and C1 controls (DEL has its own name above)
+    return "a control character" if ord(ch) < 0x20 or 0x80 <= ord(ch) < 0xa0 else "a non-ASCII character"
 
 
 def api_key_problem(key: Any) -> str | None:

@@ -619,7 +619,8 @@ def test_a_rotated_kubeconfig_is_no_reason_to_check_again_but_a_new_pod_target_i
 # Small rules the messages rely on (each found by mutation testing: no test stated them)
 
 def test_del_and_the_c1_controls_are_control_characters():
-    assert [ep._char_name(c) for c in ("\x01", "\x1b", "\x7f", "\x80", "\x9f")] == ["a control character"] * 5
+    assert [ep._char_name(c) for c in ("\x01", "\x1b", "\x80", "\x9f")] == ["a control character"] * 4
+    assert ep._char_name("\x7f") == "a DEL character"
     assert ep._char_name("\xa0") == "a whitespace character" and ep._char_name("é") == "a non-ASCII character"
 
 
