@@ -630,9 +630,10 @@ def test_a_text_exactly_at_the_limit_is_kept_whole_and_one_more_is_cut():
     assert ep._printable("\x01" * 3, 20) == "\\x01" * 3          # escaped, not printed raw
 
 
-@pytest.mark.parametrize("opener,closer", [("[", "]"), ('{"a":', "}")])
-def test_json_exactly_at_the_depth_limit_is_accepted_and_one_deeper_is_not(opener, closer):
-    at_limit = opener * ep.MAX_JSON_DEPTH + "1" + closer * ep.MAX_JSON_DEPTH
+@pytest.mark.parametrize("opener,closer,sibling", [("[", "]", ",[2]"), ('{"a":', "}", ',"b":{"c":2}')])
+def test_json_exactly_at_the_depth_limit_is_accepted_and_one_deeper_is_not(opener, closer, sibling):
+    # more brackets than the limit in all, but never deeper than it: the sibling sits at the deepest level too
+    at_limit = opener * ep.MAX_JSON_DEPTH + "1" + closer * (ep.MAX_JSON_DEPTH - 1) + sibling + closer
     assert not ep.json_nesting_exceeds(at_limit) and ep.loads_bounded(at_limit) is not None
     deeper = opener * (ep.MAX_JSON_DEPTH + 1) + "1" + closer * (ep.MAX_JSON_DEPTH + 1)
     assert ep.json_nesting_exceeds(deeper)
@@ -658,9 +659,19 @@ def test_a_completion_whose_text_is_not_a_string_is_malformed():
     ("Failed to resolve: nodename nor servname provided, or not known", "DNS lookup failed"),
     ("('Connection aborted.', ConnectionResetError(104, 'Connection reset by peer'))", "connection reset"),
     ("x " + ep.FORWARD_FAILURE + "no Ready pod of workspace phi3'))", "no Ready pod of workspace phi3"),
+    ("('Connection aborted.', RemoteDisconnected('Remote end closed connection without response'))",
+     "server closed the connection"),
+    ("[Errno 113] No route to host", "no route to host"),
+    ("HTTPConnectionPool(host='10.0.0.1', port=80): Read timed out. (read timeout=5)", "read timed out"),
+    ("something nobody anticipated", "ConnectionError: something nobody anticipated"),
 ])
 def test_connection_errors_are_named_in_a_few_words(message, short):
     assert ep._describe_exception(requests.exceptions.ConnectionError(message)) == short
+
+
+def test_a_long_port_forward_reason_is_cut_to_160_characters():
+    reason = ep._describe_exception(requests.exceptions.ConnectionError(ep.FORWARD_FAILURE + "w" * 400 + "'))"))
+    assert len(reason) == 160 and reason == "w" * 159 + "…"
 
 
 @pytest.mark.parametrize("error", [requests.exceptions.InvalidHeader("Invalid leading whitespace: 'Bearer  sk'"),
