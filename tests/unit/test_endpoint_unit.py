@@ -678,3 +678,10 @@ def test_a_long_port_forward_reason_is_cut_to_160_characters():
                                    UnicodeEncodeError("latin-1", "ü", 0, 1, "ordinal not in range")])
 def test_a_header_that_cannot_be_sent_is_blamed_on_the_key_without_quoting_it(error):
     assert ep._unsendable_reason(error) == "a request header is not a valid HTTP header value (check the API key)"
+
+
+@pytest.mark.parametrize("choice", ["Paris", 7, None, {"delta": "Paris"}, {"delta": ["Paris"]}])
+def test_a_stream_choice_without_a_delta_object_is_a_malformed_stream(choice):
+    event = json.dumps({"object": "chat.completion.chunk", "choices": [choice]})
+    with pytest.raises(ep.SSEError, match="stream choice has no 'delta' object"):
+        consume_chat_stream([sse(event, chunk("is", "stop"), "[DONE]")])
