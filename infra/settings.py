@@ -360,19 +360,30 @@ class EndpointCheckSettings(_Settings):
         return v
 
 
-MAX_WEBHOOK_URL_CHARS = 2048
+MAX_URL_CHARS = 2048
+
+
+def _split_plain_url(url: str) -> urllib.parse.SplitResult | Literal["spaces", "port"]:
+    """A URL's parts, or the first rule every URL setting shares that it breaks: at most MAX_URL_CHARS printable
+    characters without spaces ("spaces"); a port, if any, that is a number from 0 to 65535 ("port")."""
+    if len(url) > MAX_URL_CHARS or any(ch.isspace() or not ch.isprintable() for ch in url):
+        return "spaces"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        _ = parts.port                         # raises for ports that aren't 0-65535 numbers
+    except ValueError:
+        return "port"
+    return parts
 
 
 def webhook_url_problem(url: object) -> str | None:
     """Why the secret ``alertWebhookUrl`` can't be an action group's webhook, or None. Never quotes it."""
     if not isinstance(url, str) or not url:
         return "must be an https URL (a string)"
-    if len(url) > MAX_WEBHOOK_URL_CHARS or any(ch.isspace() or not ch.isprintable() for ch in url):
-        return f"must be an https URL of at most {MAX_WEBHOOK_URL_CHARS} characters without spaces"
-    try:
-        parts = urllib.parse.urlsplit(url)
-        _ = parts.port                         # raises for ports that aren't 0-65535 numbers
-    except ValueError:
+    parts = _split_plain_url(url)
+    if parts == "spaces":
+        return f"must be an https URL of at most {MAX_URL_CHARS} characters without spaces"
+    if parts == "port":
         return "must be an https URL with a numeric port"
     if parts.scheme != "https" or not parts.hostname:
         return "must be an https URL with a host (Azure Monitor calls it over TLS)"
@@ -383,16 +394,14 @@ def webhook_url_problem(url: object) -> str | None:
 
 def http_url_problem(url: str) -> str | None:
     """Why ``url`` is not a plain http(s) base URL, or None."""
-    if len(url) > 2048 or any(ch.isspace() or not ch.isprintable() for ch in url):
+    parts = _split_plain_url(url)
+    if parts == "spaces":
         return "must be an http(s) URL without spaces"
-    try:
-        parts = urllib.parse.urlsplit(url)
-        port = parts.port                      # raises for ports that aren't 0-65535 numbers
-    except ValueError:
+    if parts == "port":
         return "must be an http(s) URL with a numeric port from 1 to 65535"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http(s) URL with a host, e.g. http://10.0.0.9"
-    if port == 0:
+    if parts.port == 0:
         return "must be an http(s) URL with a numeric port from 1 to 65535"
     if parts.username is not None or parts.password is not None:
         return "must not carry credentials; the check sends the stack's API key itself"
