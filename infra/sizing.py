@@ -22,6 +22,7 @@ release says which apply (``release.sizing``):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import ClassVar, Literal, get_args
 
@@ -208,7 +209,6 @@ def evaluate(req: SizingRequest, size: AzureGpuSize) -> Option:
         return Option(name, quote.reason)
     if req.spot and not release.spot_toleration:
         return Option(name, f"KAITO {release.version}'s pods don't tolerate AKS's spot taint")
-    node_price = quote.usd_per_hour      # the region's (spot) price, per node
     if (size.compute_capability or 0) < release.min_compute_capability:
         return Option(name, f"{size.gpu_model} (compute capability {size.compute_capability}) doesn't run "
                             f"KAITO {release.version}'s vLLM (its FlashInfer attention crashes below "
@@ -219,10 +219,8 @@ def evaluate(req: SizingRequest, size: AzureGpuSize) -> Option:
         return Option(name, f"{size.gpu_model} (compute capability {size.compute_capability}) has no bfloat16, "
                             f"and {who}" + ("" if req.dtype else "; set dtype: float16 to use it"))
     if release.sizing == "kaito-0.6-webhook":
-        option = _evaluate_v06(req, size, kaito_sku, node_price)
-    else:
-        option = _evaluate_estimator(req, size, kaito_sku, node_price)
-    return replace(option, price_note=quote.note) if isinstance(option, FeasibleOption) and quote.note else option
+        return _evaluate_v06(req, size, kaito_sku, quote)
+    return _evaluate_estimator(req, size, kaito_sku, quote)
 
 
 def _not_in_table(size: AzureGpuSize, release: KaitoRelease) -> str:
@@ -277,7 +275,7 @@ def kaito_v06_placement(preset: Preset, sku: KaitoSku, runtime: Runtime) -> V06P
     )
 
 
-def _evaluate_v06(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku, node_price: float) -> Option:
+def _evaluate_v06(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku, quote: prices.PriceQuote) -> Option:
     preset = req.model.spec
     assert preset is not None and preset.webhook is not None, "KAITO 0.6 sizing needs a 0.6 preset"
     webhook = preset.webhook
@@ -292,17 +290,16 @@ def _evaluate_v06(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku, node_pr
         return Option(name, f"KAITO would run {pods} independent replicas, each on one node with "
                             f"{m} GiB < the {webhook.total_gpu_memory_gib:g} GiB {preset.name} needs (not distributed)")
     tp = g if preset.tensor_parallel else 1
-    price = node_price * count
+    price = quote.usd_per_hour * count      # the region's (spot) price, per node
+    override = _headroom(size, req)
     base = FeasibleOption(
         name, "", nodes=count, kaito_count=count, pods=pods, gpus_per_node=g, usd_per_hour=round(price, 4),
         gpu_memory_required_gib=float(webhook.total_gpu_memory_gib), gpu_memory_available_gib=float(count * m),
         max_model_len_required=placement.max_model_len_required, multi_node=multi,
-        parallelism=f"TP={tp} x PP={pods} (Ray)" if multi else f"TP={tp}", gpu_memory_utilization=None, price_note="",
+        parallelism=f"TP={tp} x PP={pods} (Ray)" if multi else f"TP={tp}", gpu_memory_utilization=override,
+        price_note=quote.note,
     )
     facts = req.model.facts
-    override = _headroom(size, req)
-    if override is not None:
-        base = replace(base, gpu_memory_utilization=override)
     if facts is not None:
         gpus_used = tp if not multi else g
         util = override if override is not None else v06_gpu_memory_utilization(m // g)
@@ -323,7 +320,7 @@ def _evaluate_v06(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku, node_pr
     return replace(base, why=f"{count} x {name}, {base.parallelism}{idle}")
 
 
-def _evaluate_estimator(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku, node_price: float) -> Option:
+def _evaluate_estimator(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku, quote: prices.PriceQuote) -> Option:
     facts = req.model.facts
     assert facts is not None, "estimator sizing needs the model's facts"
     release = req.release
@@ -382,14 +379,14 @@ def _evaluate_estimator(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku, n
         parallelism = f"DP={g}"          # model under half a GPU: one copy per GPU (configureParallelism)
     else:
         parallelism = f"TP={g}"
-    price = node_price * nodes
+    price = quote.usd_per_hour * nodes      # the region's (spot) price, per node
     return FeasibleOption(
         name, f"{nodes} x {name}, {parallelism}", nodes=nodes,
         kaito_count=1 if req.runtime == "transformers" else None,   # non-vLLM runtimes take resource.count
         pods=nodes, gpus_per_node=g, usd_per_hour=round(price, 4),
         gpu_memory_required_gib=round(memory_need_gib(facts, nodes * g, g, req.sizing_context, est), 2),
         gpu_memory_available_gib=round(nodes * node_gib, 2), max_model_len_required=False, multi_node=multi,
-        parallelism=parallelism, gpu_memory_utilization=override, price_note="",
+        parallelism=parallelism, gpu_memory_utilization=override, price_note=quote.note,
     )
 
 
@@ -403,6 +400,13 @@ def _headroom(size: AzureGpuSize, req: SizingRequest) -> float | None:
 # ---------------------------------------------------------------------------------------------------------
 # Choosing
 
+def _split(options: Iterable[Option]) -> tuple[tuple[FeasibleOption, ...], tuple[Option, ...]]:
+    """(feasible, rejected), each in the given order."""
+    options = tuple(options)
+    return (tuple(o for o in options if isinstance(o, FeasibleOption)),
+            tuple(o for o in options if not isinstance(o, FeasibleOption)))
+
+
 def evaluate_all(req: SizingRequest, catalog: Catalog) -> list[Option]:
     return sorted((evaluate(req, s) for s in catalog.sizes.values()), key=lambda o: o.sort_key)
 
@@ -410,11 +414,10 @@ def evaluate_all(req: SizingRequest, catalog: Catalog) -> list[Option]:
 def choose(req: SizingRequest, catalog: Catalog) -> Decision:
     """The cheapest size KAITO accepts, schedules and that fits; ties go to fewer nodes, then fewer GPUs."""
     options = evaluate_all(req, catalog)
-    feasible = [o for o in options if isinstance(o, FeasibleOption)]
-    rejected = tuple(o for o in options if not o.feasible)
+    feasible, rejected = _split(options)
     if not feasible:
         raise SizingError(_nothing_fits(req, rejected))
-    chosen, others = feasible[0], tuple(feasible[1:])
+    chosen, others = feasible[0], feasible[1:]
     reason = f"cheapest that KAITO {req.release.version} accepts and that fits: {chosen.why}"
     if others:
         runner_up = others[0]
@@ -434,8 +437,7 @@ def check_explicit(req: SizingRequest, catalog: Catalog, instance_type: str) -> 
                           f"(infra/catalog/azure_gpu_skus.yaml){_cheapest_hint(req, catalog)}")
     option = evaluate(req, size)
     options = evaluate_all(req, catalog)
-    others = tuple(o for o in options if isinstance(o, FeasibleOption) and o.instance_type != option.instance_type)
-    rejected = tuple(o for o in options if not o.feasible and o.instance_type != option.instance_type)
+    others, rejected = _split(o for o in options if o.instance_type != option.instance_type)
     if not isinstance(option, FeasibleOption):
         raise SizingError(f"{size.name}: {option.why}{_cheapest_hint(req, catalog)}")
     reason = f"set in the stack: {option.why}"
@@ -481,7 +483,7 @@ def largest_fitting_context(req: SizingRequest, catalog: Catalog, option: Option
 
 
 def _cheapest_hint(req: SizingRequest, catalog: Catalog) -> str:
-    feasible = [o for o in evaluate_all(req, catalog) if isinstance(o, FeasibleOption)]
+    feasible, _ = _split(evaluate_all(req, catalog))
     if not feasible:
         return ""
     best = feasible[0]
