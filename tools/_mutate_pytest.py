@@ -19,6 +19,7 @@ import threading
 import time
 
 import pytest
+from _mutate_trace import trace_lines
 
 TRACE_OUT = os.environ.get("MUTATE_TRACE_OUT")
 TARGET = os.path.realpath(os.environ["MUTATE_TARGET"]) if os.environ.get("MUTATE_TARGET") else None
@@ -29,29 +30,13 @@ _lines: dict[str, set[int]] = {}
 _durations: dict[str, float] = {}
 _setup: dict[str, float] = {}
 _failed: set[str] = set()
-_is_target: dict[str, bool] = {}       # co_filename -> is it the target file (realpath computed once per name)
 
 
-def _global_trace(frame, event, arg):
-    filename = frame.f_code.co_filename
-    hit = _is_target.get(filename)
-    if hit is None:
-        hit = _is_target[filename] = os.path.realpath(filename) == TARGET
-    if hit:
-        _lines.setdefault(_current, set()).add(frame.f_lineno)
-        return _local_trace
-    return None
+def _record(line: int) -> None:
+    _lines.setdefault(_current, set()).add(line)
 
 
-def _local_trace(frame, event, arg):
-    if event == "line":
-        _lines.setdefault(_current, set()).add(frame.f_lineno)
-    return _local_trace
-
-
-if TRACE_OUT and TARGET:
-    threading.settrace(_global_trace)
-    sys.settrace(_global_trace)
+_tracer = trace_lines(TARGET, _record) if TRACE_OUT and TARGET else None
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -64,8 +49,8 @@ def pytest_runtest_protocol(item, nextitem):
     os.environ["MUTATE_CURRENT_TEST"] = item.nodeid
     # re-armed for every test: Python drops a trace function that raised (a RecursionError inside it, when a test
     # recurses to the limit on purpose), which would leave every later test untraced
-    sys.settrace(_global_trace)
-    threading.settrace(_global_trace)
+    sys.settrace(_tracer)
+    threading.settrace(_tracer)
     started = time.monotonic()
     try:
         yield

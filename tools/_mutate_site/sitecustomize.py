@@ -16,27 +16,10 @@ if _test and _target and _out_dir and os.environ.get("MUTATE_PREFIX") == sys.pre
     import atexit
     import json
     import signal
-    import threading
 
-    _target = os.path.realpath(_target)
+    from _mutate_trace import trace_lines      # tools/ is on PYTHONPATH during the baseline run
+
     _lines: set = set()
-    _is_target: dict = {}
-
-    def _local(frame, event, arg):
-        if event == "line":
-            _lines.add(frame.f_lineno)
-        return _local
-
-    def _global(frame, event, arg):
-        name = frame.f_code.co_filename
-        hit = _is_target.get(name)
-        if hit is None:
-            hit = _is_target[name] = os.path.realpath(name) == _target
-        if hit:
-            _lines.add(frame.f_lineno)
-            return _local
-        return None
-
     def _dump() -> None:
         if not _lines:
             return
@@ -52,5 +35,4 @@ if _test and _target and _out_dir and os.environ.get("MUTATE_PREFIX") == sys.pre
     atexit.register(_dump)
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
         signal.signal(signal.SIGTERM, _on_term)
-    threading.settrace(_global)
-    sys.settrace(_global)
+    trace_lines(_target, _lines.add)
