@@ -23,7 +23,8 @@ def chat_posts(proxy: FaultProxy) -> int:
 
 
 def test_vllm_endpoint_passes_with_every_check(vllm_server):
-    result = check_endpoint(vllm_server.base_url, expected_model=MODEL, timeout_s=60)
+    progress: list[str] = []
+    result = check_endpoint(vllm_server.base_url, expected_model=MODEL, timeout_s=60, log=progress.append)
 
     assert isinstance(result, EndpointResult)
     assert result.model == MODEL and result.model_verified
@@ -38,6 +39,26 @@ def test_vllm_endpoint_passes_with_every_check(vllm_server):
     assert result.ready_after_s < 5 and result.elapsed_s < 60
     assert result.checked_at.endswith("+00:00")
     assert json.loads(json.dumps(result.to_dict()))["checks"] == list(FULL_CHECKS)
+    assert result.notes == ()  # a clean vLLM endpoint leaves nothing to remark on
+    assert any(line.startswith("ready after ") and line.endswith(f"; model {MODEL}") for line in progress), progress
+
+
+def _without_usage(body: bytes) -> bytes:
+    answer = json.loads(body)
+    answer.pop("usage", None)
+    return json.dumps(answer).encode()
+
+
+def test_a_server_reporting_no_token_usage_passes_with_tokens_per_s_unknown(vllm_server):
+    # OpenAI makes `usage` optional in practice (some gateways drop it): the check passes and says why
+    # tokens/s is missing instead of inventing a number
+    rules = [Rule("rewrite", path=p, transform=_without_usage) for p in ("/v1/chat/completions", "/v1/completions")]
+    with FaultProxy(vllm_server.base_url, [Rule("pass", body_contains=b'"stream": true'), *rules]) as proxy:
+        result = check_endpoint(proxy.url, expected_model=MODEL, timeout_s=60)
+    assert result.checks == FULL_CHECKS
+    assert result.tokens_per_s is None
+    assert result.notes == ("the server reports no token usage: tokens/s unknown",)
+    assert "n/a" in summarize(result)
 
 
 def test_served_model_is_discovered_when_not_given(vllm_server):

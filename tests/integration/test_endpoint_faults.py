@@ -153,6 +153,18 @@ def test_500_fails_at_once_with_status_and_body(proxy):
     assert "last HTTP 500 '{\"error\":\"engine dead\"}'" in str(outcome)
 
 
+def test_an_error_page_that_never_ends_fails_at_once_with_its_first_bytes(proxy):
+    # a 500 whose body keeps coming (here: 8 KiB, then a stall mid-body): the check reads a bounded excerpt
+    # and reports the error at once, not after the request timeout and not after reading the whole page
+    page = b'{"error":"engine dead","trace":"' + b"x" * 8192 + b'"}'
+    proxy.set_rules([Rule("status", path="/v1/chat/completions", status=500, body=page, stall=True)])
+    outcome, elapsed = timed(check_endpoint, proxy.url, timeout_s=30, request_timeout_s=10)
+    assert isinstance(outcome, EndpointCheckError), str(outcome)
+    assert elapsed < 5, elapsed  # well under the 10 s request timeout
+    assert outcome.step == "chat" and outcome.status == 500
+    assert outcome.body_excerpt.startswith('{"error":"engine dead"')
+
+
 def test_truncated_bodies_are_retried_then_pass(proxy):
     proxy.set_rules([Rule("truncate", path="/v1/models", times=2)])
     result, _ = timed(check_endpoint, proxy.url, expected_model=MODEL, timeout_s=30)

@@ -5,7 +5,8 @@ kept) unless a :class:`Rule` matches, which can:
 
 - ``status``: answer itself (e.g. 503 + Retry-After, 500, 401), optionally echoing the request headers in the
   body (to test that a secret echoed by a server is scrubbed), the payload passed through ``transform`` if given
-  (e.g. ``bytes.upper``: a server that echoes the key upper-cased);
+  (e.g. ``bytes.upper``: a server that echoes the key upper-cased); with ``stall``, it promises twice the payload
+  in Content-Length, sends the payload and then nothing (an error page that never ends);
 - ``rewrite``: forward, then pass the real (non-streamed) body through ``transform`` and send that, with a correct
   Content-Length (e.g. a ``/v1/models`` that lists the API key, a chat answer that quotes it);
 - ``truncate``: forward, then send only half of the real body with the full Content-Length and close;
@@ -50,6 +51,7 @@ class Rule:
     headers: dict[str, str] = dataclasses.field(default_factory=dict)
     body: bytes = b'{"error":"injected"}'
     echo_headers: bool = False
+    stall: bool = False               # status: send the payload, then stall mid-body
     transform: Callable[[bytes], bytes] | None = None   # status: the payload; rewrite: the real body
     on_match: Callable[[], None] | None = None
     hits: int = 0
@@ -171,7 +173,10 @@ def _handler_for(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
                     payload = json.dumps({"error": "injected", "request_headers": echoed}).encode()
                 if rule.transform is not None:
                     payload = rule.transform(payload)
-                self._send(rule.status, payload, rule.headers)
+                if rule.stall:
+                    self._send_and_stall(rule.status, payload, rule.headers)
+                else:
+                    self._send(rule.status, payload, rule.headers)
             elif action == "hang":
                 proxy.release.wait(timeout=600)
                 self._abort()
@@ -191,6 +196,18 @@ def _handler_for(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(payload)
             self.wfile.flush()
+
+        def _send_and_stall(self, status: int, payload: bytes, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(2 * len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            self.wfile.flush()
+            proxy.release.wait(timeout=600)
+            self._abort()
 
         def _abort(self) -> None:
             self.close_connection = True
