@@ -47,6 +47,11 @@ V06_SMALL_GPU_GIB = 20         # KAITO 0.6: multi-GPU SKUs below this per-GPU me
 # Where KAITO reads a node's per-GPU memory: its SKU table (0.6, 0.12 node auto-provisioning), or GPU Feature
 # Discovery's node labels (0.12 bring-your-own nodes)
 MemorySource = Literal["sku-table", "node-labels"]
+# The gates a size passes, in order: the size itself (Azure sells it, kaito-aks can price it and read its GPUs),
+# then this KAITO release (its SKU table, spot taint, vLLM's GPU floor), then this model on it (dtype, memory,
+# nodes, parallelism). A rejection names the gate that stopped it.
+Gate = Literal["size", "release", "model"]
+GATES: tuple[Gate, ...] = get_args(Gate)
 
 
 class SizingError(ValueError):
@@ -89,6 +94,7 @@ class Option:
     usd_per_hour: float | None = None       # a size rejected before it was priced has none
     nodes: int = 0                          # nodes in the replica's pool (and what you pay for)
     gpus_per_node: int = 0
+    gate: Gate = field(kw_only=True)        # the gate that rejected it (a feasible size passed them all)
 
     feasible: ClassVar[bool] = False
 
@@ -106,6 +112,7 @@ class FeasibleOption(Option):
     usd_per_hour: float = field()            # field(): required here, though a rejected Option defaults it
     nodes: int = field()
     gpus_per_node: int = field()
+    gate: Gate = field(default="model", init=False)
     kaito_count: int | None       # resource.count to write (0.6 only; 0.12 ignores it)
     pods: int                     # nodes that run inference pods
     gpu_memory_required_gib: float
@@ -120,7 +127,7 @@ class FeasibleOption(Option):
 
     def rejected(self, why: str) -> Option:
         """The same evaluation, rejected for ``why`` (a later rule refused what the first ones accepted)."""
-        return Option(self.instance_type, why, self.usd_per_hour, self.nodes, self.gpus_per_node)
+        return Option(self.instance_type, why, self.usd_per_hour, self.nodes, self.gpus_per_node, gate="model")
 
 
 @dataclass(frozen=True)
@@ -193,31 +200,32 @@ def evaluate(req: SizingRequest, size: AzureGpuSize) -> Option:
     name = size.name
     release = req.release
     if size.retired:
-        return Option(name, f"retired by Azure on {size.retired.isoformat()}: no new capacity")
+        return Option(name, f"retired by Azure on {size.retired.isoformat()}: no new capacity", gate="size")
     kaito_sku = release.kaito_sku(size.name)   # nodes carry Azure's VM size name: KAITO must find *that* string
     if size.vendor != "nvidia":
-        return Option(name, f"{size.gpu_model}: KAITO's inference pods request nvidia.com/gpu, so they never schedule")
+        return Option(name, f"{size.gpu_model}: KAITO's inference pods request nvidia.com/gpu, so they never schedule",
+                      gate="size")
     if kaito_sku is None:
         if size.kaito_name and release.kaito_sku(size.kaito_name):
             return Option(name, f"KAITO {release.version} spells it {size.kaito_name}; nodes carry "
-                                f"{name}, so KAITO never matches them")
-        return Option(name, _not_in_table(size, release))
+                                f"{name}, so KAITO never matches them", gate="release")
+        return Option(name, _not_in_table(size, release), gate="release")
     if size.usd_per_hour is None:       # the catalog's gate: sizes kaito-aks never plans (azure_gpu_skus.yaml)
-        return Option(name, "no East US price in the SKU catalog, so its cost can't be planned")
+        return Option(name, "no East US price in the SKU catalog, so its cost can't be planned", gate="size")
     quote = prices.quote(size.name, req.region, req.spot)
     if isinstance(quote, prices.Unpriced):
-        return Option(name, quote.reason)
+        return Option(name, quote.reason, gate="size")
     if req.spot and not release.spot_toleration:
-        return Option(name, f"KAITO {release.version}'s pods don't tolerate AKS's spot taint")
+        return Option(name, f"KAITO {release.version}'s pods don't tolerate AKS's spot taint", gate="release")
     if (size.compute_capability or 0) < release.min_compute_capability:
         return Option(name, f"{size.gpu_model} (compute capability {size.compute_capability}) doesn't run "
                             f"KAITO {release.version}'s vLLM (its FlashInfer attention crashes below "
-                            f"{release.min_compute_capability:g}: kaito-project/kaito#2114)")
+                            f"{release.min_compute_capability:g}: kaito-project/kaito#2114)", gate="release")
     if req.effective_dtype == "bfloat16" and (size.compute_capability or 0) < 8.0:
         who = ("the stack's dtype" if req.dtype
                else f"KAITO {release.version} runs {req.model.preset} with --dtype bfloat16")
         return Option(name, f"{size.gpu_model} (compute capability {size.compute_capability}) has no bfloat16, "
-                            f"and {who}" + ("" if req.dtype else "; set dtype: float16 to use it"))
+                            f"and {who}" + ("" if req.dtype else "; set dtype: float16 to use it"), gate="model")
     if release.sizing == "kaito-0.6-webhook":
         return _evaluate_v06(req, size, kaito_sku, quote)
     return _evaluate_estimator(req, size, kaito_sku, quote)
@@ -282,13 +290,14 @@ def _evaluate_v06(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku, quote: 
     name, g, m = size.name, sku.gpus, sku.total_gpu_memory_gib
     placement = kaito_v06_placement(preset, sku, req.runtime)
     if isinstance(placement, V06Refusal):
-        return Option(name, placement.why)
+        return Option(name, placement.why, gate="model")
     count, pods, multi = placement.count, placement.pods, placement.multi_node
     if count > MAX_NODES:
-        return Option(name, f"would need {count} nodes (more than {MAX_NODES})")
+        return Option(name, f"would need {count} nodes (more than {MAX_NODES})", gate="model")
     if placement.no_fit:
         return Option(name, f"KAITO would run {pods} independent replicas, each on one node with "
-                            f"{m} GiB < the {webhook.total_gpu_memory_gib:g} GiB {preset.name} needs (not distributed)")
+                            f"{m} GiB < the {webhook.total_gpu_memory_gib:g} GiB {preset.name} needs (not distributed)",
+                      gate="model")
     tp = g if preset.tensor_parallel else 1
     price = quote.usd_per_hour * count      # the region's (spot) price, per node
     override = _headroom(size, req)
@@ -331,18 +340,18 @@ def _evaluate_estimator(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku, q
     else:
         if size.nvml_memory_mib is None:
             return Option(name, "the GPU memory its nodes report (GFD label) is unknown, so KAITO's "
-                                "bring-your-own-nodes sizing can't be predicted")
+                                "bring-your-own-nodes sizing can't be predicted", gate="size")
         per_gpu = float(byo_per_gpu_gib(size.nvml_memory_mib))
     try:
         nodes = estimator_nodes(facts, per_gpu, g, req.sizing_context, est)
     except TooSmallError as err:
-        return Option(name, f"KAITO's estimator rejects it: {err}")
+        return Option(name, f"KAITO's estimator rejects it: {err}", gate="model")
     if nodes > MAX_NODES:
-        return Option(name, f"KAITO's estimator targets {nodes} nodes (more than {MAX_NODES})")
+        return Option(name, f"KAITO's estimator targets {nodes} nodes (more than {MAX_NODES})", gate="model")
     preset = req.model.preset
     if nodes > 1 and est.multi_node_needs_distributed_preset and not req.model.distributed:
         return Option(name, f"KAITO's estimator needs {nodes} nodes of it, and KAITO {release.version} "
-                            f"refuses to spread {preset} over nodes (not a distributed preset)")
+                            f"refuses to spread {preset} over nodes (not a distributed preset)", gate="model")
     if not req.model.tensor_parallel:
         # the preset disables tensor parallelism: one GPU must hold it (the estimator's single-GPU error)
         try:
@@ -353,7 +362,7 @@ def _evaluate_estimator(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku, q
             why = f"it needs {one_gpu} GPUs"
         if one_gpu > 1:
             return Option(name, f"{preset} disables tensor parallelism, so one {per_gpu:g} GiB GPU must "
-                                f"hold it, and {why}")
+                                f"hold it, and {why}", gate="model")
     override = _headroom(size, req)
     if override is not None:
         # KAITO places the model by its own utilization; vLLM must then also fit at the GPU's lower one
@@ -361,15 +370,16 @@ def _evaluate_estimator(req: SizingRequest, size: AzureGpuSize, sku: KaitoSku, q
             need = estimator_nodes(facts, per_gpu, g, req.sizing_context, est, gpu_memory_utilization=override)
         except TooSmallError as err:
             return Option(name, f"KAITO's estimator accepts it at {est.gpu_memory_utilization}, but "
-                                f"{size.gpu_model} needs --gpu-memory-utilization {override}, where {err}")
+                                f"{size.gpu_model} needs --gpu-memory-utilization {override}, where {err}",
+                          gate="model")
         if need > nodes:
             return Option(name, (
                 f"KAITO's estimator places it on {nodes} node(s) at --gpu-memory-utilization "
                 f"{est.gpu_memory_utilization}, but {size.gpu_model} needs {override} (KAITO's own A10 rule), "
-                f"where it needs {need}"))
+                f"where it needs {need}"), gate="model")
     node_gib = per_gpu * g
     if req.runtime == "transformers" and (nodes > 1 or node_gib < facts.weights_gib):
-        return Option(name, "too big for one node, and the transformers runtime is single-node")
+        return Option(name, "too big for one node, and the transformers runtime is single-node", gate="model")
     multi = nodes > 1
     if multi:
         parallelism = f"TP={g} x PP={nodes} (Ray)"
@@ -416,7 +426,7 @@ def choose(req: SizingRequest, catalog: Catalog) -> Decision:
     options = evaluate_all(req, catalog)
     feasible, rejected = _split(options)
     if not feasible:
-        raise SizingError(_nothing_fits(req, rejected))
+        raise SizingError(_nothing_fits(req, catalog, rejected))
     chosen, others = feasible[0], feasible[1:]
     reason = f"cheapest that KAITO {req.release.version} accepts and that fits: {chosen.why}"
     if others:
@@ -490,9 +500,16 @@ def _cheapest_hint(req: SizingRequest, catalog: Catalog) -> str:
     return f"; use instanceType: auto (cheapest: {best.nodes} x {best.instance_type}, ${best.usd_per_hour:.3f}/h)"
 
 
-def _nothing_fits(req: SizingRequest, rejected: tuple[Option, ...]) -> str:
-    priced = [o for o in rejected if "price" not in o.why and "retired" not in o.why and "never schedule" not in o.why
-              and "not offered in" not in o.why]
-    closest = "; ".join(f"{o.instance_type}: {o.why}" for o in priced[:2])
+def _nothing_fits(req: SizingRequest, catalog: Catalog, rejected: tuple[Option, ...]) -> str:
+    """One line: the two sizes that came closest, i.e. that passed the most gates, the biggest GPUs first."""
+    furthest = max(GATES.index(o.gate) for o in rejected)
+    nearest = sorted((o for o in rejected if GATES.index(o.gate) == furthest),
+                     key=lambda o: (-_node_gpu_memory_gib(catalog, o.instance_type), o.instance_type))
+    closest = "; ".join(f"{o.instance_type}: {o.why}" for o in nearest[:2])
     return (f"no Azure GPU size in the catalog runs {req.model.preset} on KAITO {req.release.version} with "
             f"runtime {req.runtime} at {req.sizing_context} tokens ({closest})")
+
+
+def _node_gpu_memory_gib(catalog: Catalog, instance_type: str) -> float:
+    size = catalog.sizes[instance_type]
+    return size.gpus * size.gpu_memory_gib
