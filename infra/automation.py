@@ -141,7 +141,7 @@ import time
 import traceback
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Literal, NoReturn, Protocol
+from typing import Any, Literal, NoReturn, Protocol, get_args
 
 from infra import cli_preflight
 from infra.api_keys import ApiKeysError, parse_api_keys
@@ -163,7 +163,7 @@ from infra.version_gate import RunningKaito, gate_problem, read_running
 
 Operation = Literal["preview", "up", "destroy", "refresh", "outputs"]
 RunResult = Literal["succeeded", "failed", "refused"]       # the summary's "result"
-OPERATIONS: tuple[Operation, ...] = ("preview", "up", "destroy", "refresh", "outputs")
+OPERATIONS: tuple[Operation, ...] = get_args(Operation)
 NEEDS_YES = ("up", "destroy")
 RUNS_PLAN = ("up", "preview")
 NEEDS_AZURE = ("preview", "up", "destroy", "refresh")
