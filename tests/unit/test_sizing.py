@@ -60,9 +60,10 @@ def hf_model(weights_gib: float, release=V012, layers=1, kv_heads=1, head_dim=1,
     return resolve(ref, release, CAT, user_facts=ModelFacts(ref, weights_gib, layers, kv_heads, head_dim, context))
 
 
-def refused(option) -> str:
-    """Why ``option`` was rejected (and that it was)."""
+def refused(option, gate: str) -> str:
+    """Why ``option`` was rejected (and that it was, at ``gate``: the size, the KAITO release or the model)."""
     assert not option.feasible, option
+    assert option.gate == gate, (option.gate, option.why)
     return option.why
 
 
@@ -147,13 +148,13 @@ def test_a_long_context_on_a_small_gpu_is_refused_with_the_reserve_reason(releas
 def test_kaito_0_6_says_it_accepts_the_small_gpu_but_the_reserve_does_not_fit():
     option = evaluate(request("phi-3-mini-128k-instruct", V06, max_model_len=131072), CAT.sizes[T4])
     assert not option.feasible
-    assert refused(option) == ("KAITO 0.6.0 accepts it, but 16 GiB per GPU can't hold the 50.3 GiB fixed reserve "
+    assert refused(option, "model") == ("KAITO 0.6.0 accepts it, but 16 GiB per GPU can't hold the 50.3 GiB fixed reserve "
                           "(CUDA overhead + KV cache for 131072 tokens)")
 
 
 def test_kaito_0_12_says_its_estimator_rejects_the_small_gpu():
     option = evaluate(request("microsoft/Phi-3-mini-128k-instruct", max_model_len=131072), CAT.sizes[A10])
-    assert refused(option) == ("KAITO's estimator rejects it: 24 GiB per GPU can't hold the 50.3 GiB fixed reserve "
+    assert refused(option, "model") == ("KAITO's estimator rejects it: 24 GiB per GPU can't hold the 50.3 GiB fixed reserve "
                           "(CUDA overhead + KV cache for 131072 tokens)")
 
 
@@ -177,7 +178,7 @@ def test_kaito_0_12_sizes_that_need_16_nodes_are_planned_and_17_are_refused():
     assert sixteen.usd_per_hour == pytest.approx(16 * 3.673)
     seventeen = evaluate(request(hf_model(1000.0)), CAT.sizes[A100])
     assert not seventeen.feasible
-    assert refused(seventeen) == "KAITO's estimator targets 17 nodes (more than 16)"
+    assert refused(seventeen, "model") == "KAITO's estimator targets 17 nodes (more than 16)"
 
 
 def test_kaito_0_6_counts_above_16_nodes_are_refused():
@@ -187,7 +188,7 @@ def test_kaito_0_6_counts_above_16_nodes_are_refused():
         spec = replace(model.spec, webhook=replace(model.spec.webhook, total_gpu_memory_gib=gib))
         return evaluate(SizingRequest(replace(model, spec=spec), "vllm", V06), CAT.sizes[T4])
 
-    assert refused(with_total(17 * 16)) == "would need 17 nodes (more than 16)"
+    assert refused(with_total(17 * 16), "model") == "would need 17 nodes (more than 16)"
     sixteen = with_total(16 * 16)
     assert sixteen.feasible and (sixteen.nodes, sixteen.kaito_count, sixteen.pods) == (16, 16, 16)
 
@@ -375,13 +376,13 @@ def test_kaito_0_6_a_distributed_model_too_big_for_a_node_needs_vllm():
 
 def test_kaito_0_6_independent_replicas_below_the_models_need_are_refused():
     option = evaluate(request("falcon-40b-instruct", V06), CAT.sizes[A100])
-    assert refused(option) == ("KAITO would run 2 independent replicas, each on one node with 80 GiB < the 90 GiB "
+    assert refused(option, "model") == ("KAITO would run 2 independent replicas, each on one node with 80 GiB < the 90 GiB "
                           "falcon-40b-instruct needs (not distributed)")
 
 
 def test_kaito_0_6_an_accepted_size_without_room_says_how_many_nodes_vllm_would_need():
     option = evaluate(request("falcon-40b-instruct", V06), CAT.sizes[H100])
-    assert refused(option) == ("KAITO 0.6.0 accepts it, but vLLM can't run it: 77.93 GiB of weights + KV cache for 2048 "
+    assert refused(option, "model") == ("KAITO 0.6.0 accepts it, but vLLM can't run it: 77.93 GiB of weights + KV cache for 2048 "
                           "tokens need 2 node(s) of this size at --gpu-memory-utilization 0.95, and KAITO uses 1")
 
 
@@ -440,7 +441,7 @@ def test_the_transformers_runtime_refuses_a_model_bigger_than_one_node():
     assert option.feasible and option.nodes == 1 and option.kaito_count == 1
     small = evaluate(req, CAT.sizes[A10_X2])                # 2 x 24 GiB: 2 nodes' worth
     assert not small.feasible
-    assert refused(small) == "too big for one node, and the transformers runtime is single-node"
+    assert refused(small, "model") == "too big for one node, and the transformers runtime is single-node"
     assert evaluate(request(hf_model(36.0)), CAT.sizes[A10_X2]).nodes == 2                 # vLLM spans them
     one_gpu_short = evaluate(request(hf_model(25.0), runtime="transformers"), CAT.sizes[A10])   # 25 > 24 GiB
     assert not one_gpu_short.feasible
@@ -467,7 +468,7 @@ def test_the_estimators_numbers_of_a_fitting_size():
 def test_a_preset_without_tensor_parallelism_must_fit_one_gpu():
     req = request("falcon-7b-instruct", V094)
     on_t4s = evaluate(req, CAT.sizes["Standard_NC64as_T4_v3"])          # 4 x 16 GiB
-    assert refused(on_t4s) == ("falcon-7b-instruct disables tensor parallelism, so one 16 GiB GPU must hold it, "
+    assert refused(on_t4s, "model") == ("falcon-7b-instruct disables tensor parallelism, so one 16 GiB GPU must hold it, "
                           "and it needs 2 GPUs")
     on_a10s = evaluate(req, CAT.sizes[A10_X2])
     assert on_a10s.feasible and on_a10s.parallelism == "TP=1"
@@ -476,14 +477,14 @@ def test_a_preset_without_tensor_parallelism_must_fit_one_gpu():
 def test_a_preset_without_tensor_parallelism_on_a_gpu_too_small_for_the_reserve():
     # 1.6M tokens of falcon-7b's KV cache: 3 GiB per GPU over 4 T4s, but 12.2 GiB on the one GPU that must hold it
     option = evaluate(request("falcon-7b-instruct", V094, max_model_len=1_600_000), CAT.sizes["Standard_NC64as_T4_v3"])
-    assert refused(option) == ("falcon-7b-instruct disables tensor parallelism, so one 16 GiB GPU must hold it, and 16 GiB "
+    assert refused(option, "model") == ("falcon-7b-instruct disables tensor parallelism, so one 16 GiB GPU must hold it, and 16 GiB "
                           "per GPU can't hold the 14.5 GiB fixed reserve (CUDA overhead + KV cache for 1600000 tokens)")
 
 
 def test_node_label_sizing_needs_the_label():
     req = request("microsoft/Phi-3-mini-4k-instruct", memory_source="node-labels")
     unlabelled = replace(CAT.sizes[A100], nvml_memory_mib=None)
-    assert refused(evaluate(req, unlabelled)) == ("the GPU memory its nodes report (GFD label) is unknown, so KAITO's "
+    assert refused(evaluate(req, unlabelled), "size") == ("the GPU memory its nodes report (GFD label) is unknown, so KAITO's "
                                               "bring-your-own-nodes sizing can't be predicted")
     assert evaluate(replace(req, memory_source="sku-table"), unlabelled).feasible
 
@@ -507,10 +508,10 @@ def test_bfloat16_runs_from_compute_capability_8_0():
     assert a100.feasible
     t4 = evaluate(req, CAT.sizes[T4])                         # 7.5
     assert not t4.feasible
-    assert refused(t4) == ("NVIDIA T4 16GB (compute capability 7.5) has no bfloat16, and KAITO 0.9.4 runs "
+    assert refused(t4, "model") == ("NVIDIA T4 16GB (compute capability 7.5) has no bfloat16, and KAITO 0.9.4 runs "
                       "gemma-3-4b-instruct with --dtype bfloat16; set dtype: float16 to use it")
     assert evaluate(replace(req, dtype="float16"), CAT.sizes[T4]).feasible
-    assert refused(evaluate(replace(req, dtype="bfloat16"), CAT.sizes[T4])) == (
+    assert refused(evaluate(replace(req, dtype="bfloat16"), CAT.sizes[T4]), "model") == (
         "NVIDIA T4 16GB (compute capability 7.5) has no bfloat16, and the stack's dtype")
 
 
@@ -528,17 +529,17 @@ def test_the_sizing_context_is_the_stacks_or_the_releases_default():
 def test_gpus_below_the_releases_minimum_compute_capability_are_refused():
     option = evaluate(request("phi-3-mini-4k-instruct", V010), CAT.sizes[T4])
     assert not option.feasible
-    assert refused(option) == ("NVIDIA T4 16GB (compute capability 7.5) doesn't run KAITO 0.10.0's vLLM (its FlashInfer "
+    assert refused(option, "release") == ("NVIDIA T4 16GB (compute capability 7.5) doesn't run KAITO 0.10.0's vLLM (its FlashInfer "
                           "attention crashes below 8: kaito-project/kaito#2114)")
 
 
 def test_sizes_missing_from_kaitos_table_say_why():
     adms = CAT.sizes["Standard_NV36adms_A10_v5"]
-    assert refused(evaluate(request("microsoft/Phi-3-mini-4k-instruct"), adms)) == (
+    assert refused(evaluate(request("microsoft/Phi-3-mini-4k-instruct"), adms), "release") == (
         "not in KAITO 0.12.0's SKU table: its Workspace would never get a node count (\"Unsupported SKU\")")
-    assert refused(evaluate(request("phi-3-mini-4k-instruct", V06), adms)) == (
+    assert refused(evaluate(request("phi-3-mini-4k-instruct", V06), adms), "release") == (
         "not in KAITO 0.6.0's SKU table: KAITO would skip every resource check for it, so kaito-aks doesn't deploy it")
-    assert refused(evaluate(request("microsoft/Phi-3-mini-4k-instruct"), CAT.sizes[T4])) == (
+    assert refused(evaluate(request("microsoft/Phi-3-mini-4k-instruct"), CAT.sizes[T4]), "release") == (
         "not in KAITO 0.12.0's SKU table (compute capability 7.5 < 8.0): its Workspace would never get a node count "
         "(\"Unsupported SKU\")")
 
@@ -558,7 +559,7 @@ def test_spot_prices_and_notes_follow_the_region():
 def test_spot_is_refused_where_kaitos_pods_do_not_tolerate_it():
     option = evaluate(request("phi-3-mini-4k-instruct", V06, spot=True), CAT.sizes[T4])
     assert not option.feasible
-    assert refused(option) == "KAITO 0.6.0's pods don't tolerate AKS's spot taint"
+    assert refused(option, "release") == "KAITO 0.6.0's pods don't tolerate AKS's spot taint"
 
 
 def test_rejected_sizes_sort_after_every_priced_one():
@@ -568,34 +569,34 @@ def test_rejected_sizes_sort_after_every_priced_one():
     assert options[-1].usd_per_hour is None and options[-1].sort_key[0] == float("inf")
 
 
-@pytest.mark.parametrize("size,why", [
-    ("Standard_NC6s_v3", "retired by Azure on 2025-09-30: no new capacity"),
-    ("Standard_ND96isr_MI300X_v5", "AMD Instinct MI300X 192GB: KAITO's inference pods request nvidia.com/gpu, so they "
-                                   "never schedule"),
-    ("Standard_ND96asr_v4", "KAITO 0.6.0 spells it Standard_ND96asr_A100_v4; nodes carry Standard_ND96asr_v4, so KAITO "
-                            "never matches them"),
-    ("Standard_NCC40ads_H100_v5", "no East US price in the SKU catalog, so its cost can't be planned"),
+@pytest.mark.parametrize("size,gate,why", [
+    ("Standard_NC6s_v3", "size", "retired by Azure on 2025-09-30: no new capacity"),
+    ("Standard_ND96isr_MI300X_v5", "size", "AMD Instinct MI300X 192GB: KAITO's inference pods request nvidia.com/gpu, "
+                                           "so they never schedule"),
+    ("Standard_ND96asr_v4", "release", "KAITO 0.6.0 spells it Standard_ND96asr_A100_v4; nodes carry "
+                                       "Standard_ND96asr_v4, so KAITO never matches them"),
+    ("Standard_NCC40ads_H100_v5", "size", "no East US price in the SKU catalog, so its cost can't be planned"),
 ])
-def test_sizes_kaito_aks_never_plans_say_why(size, why):
-    assert refused(evaluate(request("phi-3-mini-4k-instruct", V06), CAT.sizes[size])) == why
+def test_sizes_kaito_aks_never_plans_say_why(size, gate, why):
+    assert refused(evaluate(request("phi-3-mini-4k-instruct", V06), CAT.sizes[size]), gate) == why
 
 
 def test_a_size_not_offered_in_the_region_is_refused_there():
     req = request("phi-3-mini-4k-instruct", V06, region="westcentralus")
-    assert refused(evaluate(req, CAT.sizes[T4])).startswith("not offered in westcentralus (not listed there in ")
+    assert refused(evaluate(req, CAT.sizes[T4]), "size").startswith("not offered in westcentralus (not listed there in ")
     assert T4 not in {o.instance_type for o in evaluate_all(req, CAT) if o.feasible}
 
 
 def test_a_size_of_compute_capability_8_missing_from_the_table_is_not_blamed_on_its_gpu():
     unlisted = replace(CAT.sizes[A100], name="Standard_NC24ads_A100_v9", kaito_name=None)
-    assert refused(evaluate(request("microsoft/Phi-3-mini-4k-instruct"), unlisted)) == (
+    assert refused(evaluate(request("microsoft/Phi-3-mini-4k-instruct"), unlisted), "release") == (
         "not in KAITO 0.12.0's SKU table: its Workspace would never get a node count (\"Unsupported SKU\")")
 
 
 def test_kaito_0_6_a_preset_without_tensor_parallelism_must_fit_one_gpu_of_a_multi_gpu_node():
     # falcon-7b runs with TP=1: on 4 x 16 GiB its 13.4 GiB of weights meet one 16 GiB GPU (at 0.6's 0.90 for 16 GiB)
     req = request("falcon-7b-instruct", V06)
-    assert refused(evaluate(req, CAT.sizes["Standard_NC64as_T4_v3"])) == (
+    assert refused(evaluate(req, CAT.sizes["Standard_NC64as_T4_v3"]), "model") == (
         "KAITO 0.6.0 accepts it, but vLLM can't run it: 13.44 GiB of weights + KV cache for 2048 tokens need 2 "
         "node(s) of this size at --gpu-memory-utilization 0.9, and KAITO uses 1")
     on_a100s = evaluate(req, CAT.sizes[A100_X4])
