@@ -844,6 +844,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(stale, ignore_errors=True)
     work_dir.mkdir(parents=True, exist_ok=True)
 
+    # the commit the copy is made from (the baseline and the mutants can take an hour; HEAD may move meanwhile)
+    commit, commit_date = _git("rev-parse", "HEAD"), _git("show", "-s", "--format=%cI", "HEAD")
     trees = [Worktree.copy_of(REPO, work_dir / "tree-0", module)]
     if trees[0].original != source_bytes:
         sys.exit(f"{module} changed while it was copied; run again")
@@ -860,10 +862,9 @@ def main(argv: list[str] | None = None) -> int:
         trees.append(Worktree.copy_of(trees[0].root, work_dir / f"tree-{i}", module))
 
     equivalents = load_equivalents(module)
-    commit = _git("rev-parse", "HEAD")
     report = {
         "meta": {
-            "module": module, "commit": commit, "commit_date": _git("show", "-s", "--format=%cI", "HEAD"),
+            "module": module, "commit": commit, "commit_date": commit_date,
             "dirty": bool(_git("status", "--porcelain", "--", module)),
             "sha256": hashlib.sha256(source_bytes).hexdigest(), "scope": list(scope),
             "command": "python tools/mutate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
