@@ -13,6 +13,7 @@ from components.options import child_opts
 from components.version_gate import KaitoVersionGate
 from infra.plan import Plan
 from infra.render import azure_args
+from infra.settings import KAITO_HELM_NAMESPACE
 
 
 @dataclass(frozen=True)
@@ -93,12 +94,12 @@ class KaitoCluster(pulumi.ComponentResource):
 
     def _kaito_chart(self, plan: Plan) -> pulumi.Resource:
         """KAITO's workspace chart, pinned, in bring-your-own-nodes mode; waits until its webhook serves."""
-        ns = k8s.core.v1.Namespace(f"{self._name}-kaito-ns", metadata={"name": azure_args.KAITO_HELM_NAMESPACE},
+        ns = k8s.core.v1.Namespace(f"{self._name}-kaito-ns", metadata={"name": KAITO_HELM_NAMESPACE},
                                    opts=child_opts(self, provider=self.provider))
         return k8s.helm.v3.Release(
             f"{self._name}-kaito-workspace",
             name="kaito-workspace",
-            namespace=azure_args.KAITO_HELM_NAMESPACE,
+            namespace=KAITO_HELM_NAMESPACE,
             chart=azure_args.KAITO_CHART,
             version=plan.kaito_version,
             repository_opts={"repo": azure_args.KAITO_CHART_REPO},

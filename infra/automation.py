@@ -153,6 +153,7 @@ from infra.settings import (
     KNOWN_KEYS,
     PROJECT,
     PROJECT_DIR,
+    SECRET_FROM_ENVIRONMENT,
     SECRET_KEYS,
     settings_from_stack_config,
     stack_file,
@@ -568,7 +569,7 @@ def offline_plan(request: Request, doc: Mapping[str, Any] | None = None) -> Plan
 def merged_config(request: Request, doc: Mapping[str, Any] | None) -> dict[str, Any]:
     """The stack file's config with this run's --config/--secret-env applied, as the program will read it (a secret
     is only known to be set: its value stays in the request)."""
-    return {**_config_of(doc), **{c.key: ({"secure": "(from the environment)"} if c.secret else c.parsed)
+    return {**_config_of(doc), **{c.key: ({"secure": SECRET_FROM_ENVIRONMENT} if c.secret else c.parsed)
                                   for c in request.changes}}
 
 

@@ -3,13 +3,13 @@ refresh of the regional price snapshot."""
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 
 from infra import prices
 from infra.catalog import load_catalog
 from infra.catalog_report import TABLES
 from infra.errors import UserError, bounded_repr
+from infra.settings import http_url_problem
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,14 +46,15 @@ def run_refresh(args: argparse.Namespace) -> int:
     if region is not None and not prices.REGION_RE.match(region):
         raise UserError(f"--region: {bounded_repr(region)} is not an Azure region name (lowercase, e.g. westeurope)")
     base = args.api_url or prices.RETAIL_PRICES_URL
-    if not re.match(r"^https?://[^\s]+$", base):
-        raise UserError(f"--api-url: {bounded_repr(base)} is not an http(s) URL")
+    problem = http_url_problem(base)
+    if problem:                 # never quoted: a URL can carry a password or a token
+        raise UserError(f"--api-url: {problem}")
     output = args.output or prices.PRICES_FILE
     try:
         result = prices.refresh(prices.load_prices(), load_catalog().sizes, prices.http_get_json(), region=region,
                                 base=base)
     except prices.PriceFetchError as err:
-        raise UserError(f"refresh-prices: {err}; the price file is unchanged (run it where {base} is reachable)"
+        raise UserError(f"refresh-prices: {err}; the price file is unchanged (run it where the API is reachable)"
                         if "unchanged" not in str(err) else f"refresh-prices: {err}", exit_code=1) from None
     try:
         prices.write_table(result.table, output)

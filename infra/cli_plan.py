@@ -6,7 +6,7 @@ import json
 import pathlib
 import sys
 
-from infra.errors import UserError
+from infra.errors import UserError, bounded_line, bounded_repr
 from infra.plan import HOURS_PER_MONTH, Plan, build_plan
 from infra.render.stack_objects import write_manifests
 from infra.settings import load_stack_file
@@ -23,15 +23,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.manifests == "":
+        raise UserError("--manifests is empty: name the directory to write the manifests to")
     plan = build_plan(load_stack_file(args.stack, args.file))
     if args.manifests:
-
         try:
             written = write_manifests(plan, pathlib.Path(args.manifests))
         except OSError as err:
-            raise UserError(f"--manifests {args.manifests}: can't write there ({err.strerror or err}); name a "
-                            "directory that can be created, or an existing empty one") from None
-        print(f"wrote {len(written)} manifests to {args.manifests}", file=sys.stderr)
+            raise UserError(f"--manifests {bounded_repr(args.manifests, 120)}: can't write there "
+                            f"({err.strerror or err}); name a directory that can be created, or an empty one") from None
+        print(f"wrote {len(written)} manifests to {bounded_line(args.manifests)}", file=sys.stderr)
         if plan.settings.gateway_enabled:
             print(f"the gateway's API-keys Secret is not written (it holds the keys): python -m infra gateway-secret "
                   f"--stack {args.stack} --api-keys-env VAR | kubectl apply -f -", file=sys.stderr)
@@ -40,6 +41,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render_table(plan))
     return 0
+
+
+def hardening_line(plan: Plan) -> str:
+    """Whether the stack gets production hardening, why, and how clients reach the models."""
+    settings = plan.settings
+    if settings.production is not None:
+        why = f"production: {str(settings.production).lower()}"
+    else:
+        why = f"the stack name {'starts' if settings.is_production else 'does not start'} with 'prod'"
+    reach = ("through the nginx gateway, with API keys" if settings.gateway_enabled
+             else "directly on each model's LoadBalancer, without API keys (gateway.enabled: true adds them)")
+    if settings.access.internal:
+        reach += ", on a private IP"
+    return f"Production: {'yes' if settings.is_production else 'no'} ({why}); clients reach the models {reach}"
 
 
 def rollout_line(plan: Plan) -> str:
@@ -88,7 +103,7 @@ def render_table(plan: Plan) -> str:
     line = lambda cells: "  ".join(str(c).ljust(w) if i < len(cells) - 1 else str(c).rjust(w)
                                    for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
     out = [f"Stack {plan.stack}: KAITO {plan.kaito_version} ({plan.kaito_mode}), "
-           f"cluster {plan.settings.cluster_name} in {plan.settings.cluster.location}"]
+           f"cluster {plan.settings.cluster_name} in {plan.settings.cluster.location}", hardening_line(plan)]
     if plan.kaito_version_source != "stack":
         out.append(f"KAITO version {plan.kaito_version} is {plan.kaito_version_source}. `pulumi up` checks the version "
                    "the add-on really runs before creating GPU pools; set kaito.version to plan for another")

@@ -81,7 +81,13 @@ def preflight(plan, subscription_id: str, credential: Any = None, *, base_url: s
 
     needs = needs_from_plan(plan)
     if credential is None:
-        credential = default_credential()
+        try:
+            credential = default_credential()
+        except ValueError:      # azure-identity refuses e.g. a tenant id that can't be one (it never echoes secrets)
+            raise AzureCredentialsError(
+                "Azure credentials: the service principal settings in the environment are not valid (a tenant id is "
+                "a GUID or a domain like contoso.onmicrosoft.com); check ARM_TENANT_ID / AZURE_TENANT_ID and "
+                "ARM_CLIENT_ID / AZURE_CLIENT_ID") from None
     try:
         facts = read(needs, subscription_id, credential, base_url=base_url, **request_options)
     except ClientAuthenticationError as err:
@@ -133,7 +139,17 @@ def _oidc_assertion(env: Mapping[str, str]) -> Callable[[], str] | None:
         return lambda: token
     if env.get("ARM_OIDC_TOKEN_FILE_PATH"):
         path = env["ARM_OIDC_TOKEN_FILE_PATH"]
-        return lambda: open(path, encoding="utf-8").read().strip()
+
+        def token_file() -> str:
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    return handle.read(1 << 20).strip()
+            except (OSError, UnicodeDecodeError) as err:
+                reason = getattr(err, "strerror", None) or type(err).__name__
+                raise AzureCredentialsError(
+                    f"Azure credentials: ARM_OIDC_TOKEN_FILE_PATH {bounded_repr(path, 120)} can't be read ({reason}); "
+                    "point it at the federated token file of the CI job") from None
+        return token_file
     url = env.get("ARM_OIDC_REQUEST_URL") or env.get("ACTIONS_ID_TOKEN_REQUEST_URL")
     bearer = env.get("ARM_OIDC_REQUEST_TOKEN") or env.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
     if url and bearer:

@@ -289,6 +289,11 @@ def kaito_release(settings: Settings, catalog: Catalog) -> tuple[KaitoRelease, s
     return release, "stack"
 
 
+# learn.microsoft.com/azure/aks/quotas-skus-regions, "Maximum node pools per cluster": every replica has its own
+# GPU pool (kaito-aks's, or the one KAITO's gpu-provisioner creates), beside the system pool.
+AKS_MAX_NODE_POOLS = 100
+
+
 def build_plan(settings: Settings, catalog: Catalog | None = None) -> Plan:
     """Decide everything for ``settings``; raise :class:`UserError` listing every problem found."""
     catalog = catalog or load_catalog()
@@ -303,6 +308,12 @@ def build_plan(settings: Settings, catalog: Catalog | None = None) -> Plan:
         except _ModelProblemsError as err:
             problems.extend(err.lines)
     problems.extend(_pool_name_clashes(replicas))
+    if len(replicas) + 1 > AKS_MAX_NODE_POOLS:
+        problems.append(
+            f"{PROJECT}:models: {len(replicas)} replicas need {len(replicas)} GPU node pools, and with the system pool "
+            f"that is more than the {AKS_MAX_NODE_POOLS} node pools AKS allows per cluster; lower replicas, or split "
+            "the models over two stacks"
+        )
     basis = prices.basis(settings.cluster.location)
     notes = tuple(dict.fromkeys(n for n in (basis.note, *(r.price_note for r in replicas)) if n))
     plan = Plan(settings.stack, settings, mode, version, tuple(replicas), basis.summary,
@@ -578,6 +589,13 @@ def _stack_problems(settings: Settings) -> list[str]:
             f"{PROJECT}:apiKeys: the gateway (on for production stacks, or gateway.enabled) needs API keys; "
             "`pulumi config set --secret apiKeys '[\"sk-...\"]'` (e.g. python3 -c 'import secrets; "
             "print(\"sk-\" + secrets.token_urlsafe(32))'), or gateway.enabled: false"
+        )
+    if "apiKeys" in settings.secrets_set and not settings.gateway_enabled:
+        off = ("gateway.enabled is false" if settings.gateway.enabled is False
+               else "it is on by default for production stacks only")
+        problems.append(
+            f"{PROJECT}:apiKeys: set, but nothing checks them: the gateway is off ({off}), so clients reach the "
+            "models without a key; set gateway.enabled: true to require the keys, or remove apiKeys"
         )
     if settings.cluster.azure_rbac and not settings.cluster.admin_group_object_ids:
         problems.append(

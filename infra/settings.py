@@ -19,6 +19,7 @@ Shape and value checks live here; checks that need the KAITO version's rules (is
 from __future__ import annotations
 
 import difflib
+import hashlib
 import ipaddress
 import pathlib
 import re
@@ -37,11 +38,19 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from infra.catalog import Dtype, KaitoMode, Runtime
-from infra.errors import UserError, bounded_repr
+from infra.errors import UserError, bounded_line, bounded_repr
 from infra.ip_ranges import breadth_problem
 from infra.stack_yaml import load_yaml_mapping
 
 PROJECT = "kaito-aks"
+# Where kaito-aks installs KAITO's Helm chart (the add-on runs it in kube-system). A stack's namespace gets a
+# default-deny NetworkPolicy, a ResourceQuota and a LimitRange, so it must never be a namespace someone else runs.
+KAITO_HELM_NAMESPACE = "kaito-workspace"
+RESERVED_NAMESPACES = frozenset({
+    "default", KAITO_HELM_NAMESPACE,
+    # namespaces AKS add-ons and extensions run in (Azure Policy, app routing, Calico network policy, Istio)
+    "gatekeeper-system", "app-routing-system", "calico-system", "tigera-operator", "aks-istio-system",
+})
 PROJECT_DIR = pathlib.Path(__file__).resolve().parent.parent
 SECRET_KEYS = ("hfToken", "apiKeys", "alertWebhookUrl")
 
@@ -356,7 +365,7 @@ class EndpointCheckSettings(_Settings):
         if v is not None:
             problem = http_url_problem(v)
             if problem:
-                raise ValueError(f"{bounded_repr(v)} {problem}")
+                raise ValueError(problem)       # never quoted: a URL can carry a password or a token anywhere
         return v
 
 
@@ -404,7 +413,7 @@ def http_url_problem(url: str) -> str | None:
     if parts.port == 0:
         return "must be an http(s) URL with a numeric port from 1 to 65535"
     if parts.username is not None or parts.password is not None:
-        return "must not carry credentials; the check sends the stack's API key itself"
+        return "must not carry credentials (user:password@); URLs are shown in logs and outputs"
     if parts.query or parts.fragment:
         return "must be a base URL without '?query' or '#fragment'"
     return None
@@ -500,6 +509,9 @@ class Settings(_Settings):
         if not is_dns_label(v) or v.startswith("kube-"):
             raise ValueError(f"{bounded_repr(v)} must be a DNS label (lower-case letters, digits, '-', at most 63) "
                              "not starting with 'kube-'")
+        if v in RESERVED_NAMESPACES:
+            raise ValueError(f"{v!r} is a namespace Kubernetes, AKS or KAITO itself uses, and the stack would put a "
+                             "default-deny NetworkPolicy and quotas on it; choose the stack's own, e.g. 'llm'")
         return v
 
     @model_validator(mode="after")
@@ -531,11 +543,16 @@ class Settings(_Settings):
 
     @property
     def is_production(self) -> bool:
-        return self.production if self.production is not None else self.stack.startswith("prod")
+        return self.production if self.production is not None else self.stack.lower().startswith("prod")
 
     @property
     def cluster_name(self) -> str:
-        return self.cluster.name or f"kaito-{self.stack}"[:63]
+        """``kaito-<stack>``; a name past AKS's 63 characters is cut and ends in a hash of the whole stack name, so
+        two long stack names that share their first 54 characters never get the same cluster."""
+        if self.cluster.name:
+            return self.cluster.name
+        name = f"kaito-{self.stack}"
+        return name if len(name) <= 63 else f"{name[:54]}-{hashlib.sha256(self.stack.encode()).hexdigest()[:8]}"
 
     @property
     def resource_group(self) -> str:
@@ -711,17 +728,21 @@ def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
 
 
 def stack_file(stack: str, path: str | pathlib.Path | None = None) -> pathlib.Path:
-    return pathlib.Path(path) if path else PROJECT_DIR / f"Pulumi.{stack}.yaml"
+    return pathlib.Path(path) if path is not None else PROJECT_DIR / f"Pulumi.{stack}.yaml"
 
 
 def load_stack_file(stack: str, path: str | pathlib.Path | None = None) -> Settings:
     """Offline: read ``Pulumi.<stack>.yaml`` (or ``path``) and validate its ``kaito-aks:`` settings."""
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", stack) or stack in (".", ".."):
         raise UserError(f"--stack: {bounded_repr(stack)} is not a stack name (ASCII letters, digits, '-', '_', '.')")
+    if path is not None and str(path) == "":
+        raise UserError("--file is empty: name the stack file, or leave --file out to read Pulumi.<stack>.yaml")
     file = stack_file(stack, path)
     try:
         doc = load_yaml_mapping(file)
     except FileNotFoundError:
+        if path is not None:
+            raise UserError(f"--file {bounded_repr(str(path), 120)}: no such file") from None
         stacks = sorted(p.name.removeprefix("Pulumi.").removesuffix(".yaml") for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
         raise UserError(
             f"{file}: no such stack file; create it with `pulumi stack init {stack}`, or use one of: "
@@ -737,14 +758,62 @@ def settings_from_stack_config(stack: str, config: dict[str, Any]) -> Settings:
     """Validate a stack file's `config:` mapping (fully qualified keys; `{secure: ...}` for secrets)."""
     values: dict[str, Any] = project_defaults()   # what Pulumi injects from Pulumi.yaml in a real run
     secret_keys: set[str] = set()
+    problems: list[str] = []
     for full_key, value in config.items():
-        namespace, _, key = str(full_key).partition(":")
-        if namespace != PROJECT or not key:
+        text = str(full_key)
+        namespace, sep, key = text.partition(":")
+        if not sep or not namespace or not key:
+            problems.append(f"{bounded_repr(text)}: config keys are `namespace:name` (Pulumi refuses others); "
+                            f"write `{PROJECT}:{bounded_line(key or namespace, 40)}`")
+            continue
+        if namespace != PROJECT:
+            if _looks_like_project(namespace):
+                problems.append(f"{bounded_repr(text)}: settings are read under `{PROJECT}:` only; write "
+                                f"`{PROJECT}:{bounded_line(key, 40)}`")
             continue
         if isinstance(value, dict) and set(value) == {"secure"}:
+            problem = _ciphertext_problem(value["secure"])
+            if problem:
+                problems.append(f"{PROJECT}:{bounded_line(key, 40)}: {problem}")
             secret_keys.add(key)  # encrypted: we only need to know it is set
         values[key] = value
-    return settings_from_config(stack, values, secret_keys, location_fallback=config.get("azure-native:location"))
+    try:
+        settings = settings_from_config(stack, values, secret_keys,
+                                        location_fallback=config.get("azure-native:location"))
+    except UserError as err:
+        raise UserError(problems + err.lines) from None
+    if problems:
+        raise UserError(problems)
+    return settings
+
+
+def _looks_like_project(namespace: str) -> bool:
+    """A namespace meant as ``kaito-aks`` (``kaito_aks``, `` kaito-aks``, ``Kaito-AKS``, ``kaito-ask``)."""
+    folded = re.sub(r"[^a-z0-9]", "", namespace.lower())
+    return difflib.SequenceMatcher(None, folded, "kaitoaks").ratio() >= 0.8
+
+
+class _FromEnvironment:
+    """The ``secure:`` value of a secret a run takes from the environment (the Automation driver's --secret-env):
+    set, with no ciphertext in the file. An object, not text, so no stack file can claim it."""
+
+    def __repr__(self) -> str:
+        return "(from the environment)"
+
+
+SECRET_FROM_ENVIRONMENT = _FromEnvironment()
+
+
+def _ciphertext_problem(ciphertext: object) -> str | None:
+    """Why ``{secure: ...}`` can't be a value Pulumi encrypted (base64, or ``v1:nonce:ciphertext``), or None."""
+    if ciphertext is SECRET_FROM_ENVIRONMENT:
+        return None
+    if not isinstance(ciphertext, str) or not ciphertext:
+        return "`secure:` holds no ciphertext; set the value with `pulumi config set --secret`"
+    if not re.fullmatch(r"[A-Za-z0-9+/=:_-]{1,65536}", ciphertext) or ciphertext.startswith(("hf_", "sk-")):
+        return ("`secure:` holds text Pulumi didn't encrypt (it may be the secret itself, in plain text); remove it "
+                "and set the value with `pulumi config set --secret`")
+    return None
 
 
 def project_defaults() -> dict[str, Any]:

@@ -132,6 +132,8 @@ def read_text_file(path: pathlib.Path, what: str = "file") -> str:
     try:
         if path.is_dir():
             raise UserError(f"{path}: is a directory, not a {what}")
+        if path.exists() and not path.is_file():   # a FIFO or a device: reading could block forever
+            raise UserError(f"{path}: is not a regular file; give the {what} itself")
         with path.open("rb") as handle:
             data = handle.read(MAX_FILE_BYTES + 1)
     except UserError:

@@ -11,7 +11,6 @@ from infra.render.common import GPU_TAINT
 
 KAITO_CHART = "workspace"
 KAITO_CHART_REPO = "https://kaito-project.github.io/kaito/charts/kaito"
-KAITO_HELM_NAMESPACE = "kaito-workspace"
 SYSTEM_POOL = "system"
 GPU_TOLERATIONS = [
     {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},

@@ -27,7 +27,7 @@ from infra.version_gate import RunningKaito
 from tests.unit.azure_facts import SUB, FakeAzure
 
 HF = "hf_FAKE0token0for0tests0only0xyz"
-KEYS = '["sk-alpha-0001","sk-beta-0002"]'
+KEYS = '["sk-alpha-0001-key","sk-beta-0002-key"]'
 KUBECONFIG = "apiVersion: v1\nusers:\n- name: admin\n  user: {token: kube-secret-token-42}\n"
 SUMMARY_KEYS = {"schema_version", "stack", "operation", "result", "errors", "resource_changes", "duration_seconds",
                 "outputs", "endpoints", "endpoint_checks", "plan", "preflight", "kaito_version"}
@@ -249,6 +249,7 @@ def test_config_and_secret_mapping(h):
                 "--config", "azure-native:location=eastus",
                 "--config", "namespace=llm-two",
                 "--config", "production=false",
+                "--config", 'gateway={"enabled": true}',
                 "--secret-env", "hfToken=HF_TOKEN",
                 "--secret-env", "kaito-aks:apiKeys=API_KEYS")
     assert code == 0
@@ -258,6 +259,7 @@ def test_config_and_secret_mapping(h):
         ("azure-native:location", "eastus", False),             # namespaced keys are kept
         ("kaito-aks:namespace", "llm-two", False),              # bare keys mean kaito-aks:KEY
         ("kaito-aks:production", "false", False),               # scalars stay as written
+        ("kaito-aks:gateway", '{"enabled":true}', False),
         ("kaito-aks:hfToken", HF, True),
         ("kaito-aks:apiKeys", KEYS, True),
     ]
@@ -292,16 +294,16 @@ def test_outputs_sets_no_config(h):
 
 def test_secrets_are_redacted_everywhere(h):
     leaky = dev_outputs(
-        note=StackOutput(f"token={HF} key=sk-beta-0002 kube=kube-secret-token-42"),
+        note=StackOutput(f"token={HF} key=sk-beta-0002-key kube=kube-secret-token-42"),
         nested=StackOutput({"list": [f"x{HF}x"], HF: 1}),
         apiKeys=StackOutput(["sk-gamma-0003"], secret=True),
         echo=StackOutput("sk-gamma-0003 leaked"),
     )
-    h.stack = FakeStack(outputs=leaky, lines=(f"diag: using {HF}", "sk-alpha-0001 in a log line"))
+    h.stack = FakeStack(outputs=leaky, lines=(f"diag: using {HF}", "sk-alpha-0001-key in a log line"))
     h.api.stack = h.stack
-    code, summary = h("up", "--stack", "dev", "--yes", "--secret-env", "hfToken=HF_TOKEN",
-                      "--secret-env", "apiKeys=API_KEYS")
-    assert code == 0
+    code, summary = h("up", "--stack", "dev", "--yes", "--config", 'gateway={"enabled": true}',
+                      "--secret-env", "hfToken=HF_TOKEN", "--secret-env", "apiKeys=API_KEYS")
+    assert code == 0, summary["errors"]
     text = json.dumps(summary) + h.printed
     for secret in (HF, "sk-alpha-0001", "sk-beta-0002", "kube-secret-token-42", "sk-gamma-0003", KUBECONFIG):
         assert secret not in text, secret

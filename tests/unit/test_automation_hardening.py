@@ -275,11 +275,13 @@ def test_an_api_key_list_with_a_tiny_key_is_refused(h, keys):
     assert_one_line_refusal(h, code, summary, "1 of the API keys", "fewer than 4 characters")
 
 
-def test_short_secrets_of_four_to_seven_characters_are_redacted_whole_and_as_list_items(tmp_path):
-    stack = FakeStack(lines=("keys k-12 and zq-4567 and K-12 seen", "token hf9x"))
-    h = Harness(tmp_path, stack, HF_TOKEN="hf9x", API_KEYS='["k-12","zq-4567"]')
-    code, summary = h("up", "--stack", "dev", "--yes", "--secret-env", "hfToken=HF_TOKEN",
-                      "--secret-env", "apiKeys=API_KEYS")
+def test_short_secrets_are_redacted_whole_and_api_keys_as_list_items(tmp_path):
+    # API keys are 16+ characters wherever they are used (only the gateway uses them); a token can be short
+    one, two = "sk-0123456789abcdef", "sk-fedcba9876543210"
+    stack = FakeStack(lines=(f"keys {one} and {two} and {one.upper()} seen", "token hf9x"))
+    h = Harness(tmp_path, stack, HF_TOKEN="hf9x", API_KEYS=f'["{one}","{two}"]')
+    code, summary = h("up", "--stack", "dev", "--yes", "--config", 'gateway={"enabled": true}',
+                      "--secret-env", "hfToken=HF_TOKEN", "--secret-env", "apiKeys=API_KEYS")
     assert code == 0, summary["errors"]
     assert h.out[:2] == ["keys [secret] and [secret] and [secret] seen", "token [secret]"]
 

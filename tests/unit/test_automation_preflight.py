@@ -240,9 +240,13 @@ def test_the_gateway_without_any_api_keys_is_one_line(h):
     assert len(summary["errors"]) == 2 and summary["errors"][1].startswith("preview dev refused: fix the lines above")
 
 
-def test_api_keys_are_not_checked_without_the_gateway(h):
-    h.env["SHORT_KEYS"] = "k-12,zq-4567"    # not gateway keys; dev has no gateway
-    assert h("preview", "--stack", "dev", "--secret-env", "apiKeys=SHORT_KEYS")[0] == 0
+def test_api_keys_without_the_gateway_are_refused_as_unused_not_parsed(h):
+    # dev has no gateway: keys would be checked by nothing, so clients would get in without one
+    h.env["SHORT_KEYS"] = "k-12,zq-4567"
+    code, summary = h("preview", "--stack", "dev", "--secret-env", "apiKeys=SHORT_KEYS")
+    assert code == 2
+    assert summary["errors"][0].startswith("kaito-aks:apiKeys: set, but nothing checks them: the gateway is off")
+    assert "k-12" not in json.dumps(summary) and "k-12" not in h.printed
 
 
 def test_an_encrypted_api_keys_in_the_stack_file_is_not_a_problem(h, tmp_path, monkeypatch):

@@ -15,7 +15,9 @@ def plan_of(models, stack="dev", **values):
     data = {"models": models, "access": ACCESS, **values}
     if stack.startswith("prod"):
         data.setdefault("cluster", {})["apiServerAuthorizedIpRanges"] = ["203.0.113.0/24"]
-    return build_plan(settings_from_config(stack, data, {"hfToken", "apiKeys"}))
+    s = settings_from_config(stack, data, {"hfToken", "apiKeys"})
+    # apiKeys only where the gateway checks them (the plan refuses keys that nothing checks)
+    return build_plan(s if s.gateway_enabled else settings_from_config(stack, data, {"hfToken"}))
 
 
 def test_spot_pools_keep_their_count_through_evictions_with_the_autoscaler_pinned():

@@ -39,7 +39,9 @@ def settings(stack: str = "obs", secrets: frozenset[str] = frozenset({"apiKeys"}
         "production": True,
     }
     base.update(values)
-    return settings_from_config(stack, base, set(secrets))
+    s = settings_from_config(stack, base, set(secrets))
+    # apiKeys only where the gateway checks them (the plan refuses keys that nothing checks)
+    return s if s.gateway_enabled else settings_from_config(stack, base, set(secrets) - {"apiKeys"})
 
 
 def plan_of(secrets: frozenset[str] = frozenset({"apiKeys"}), **values):

@@ -175,8 +175,18 @@ def test_no_key_matches_another_string():
 def test_key_regex_holds_no_regex_or_nginx_syntax():
     regex = key_regex("".join(sorted(KEY_CHARS)))
     assert re.fullmatch(r"(?:[A-Za-z0-9_~/=-]|\[[.+]\])+", regex), regex
-    with pytest.raises(ApiKeysError):
+    with pytest.raises(ApiKeysError) as err:
         key_regex("sk-live-0123456789.*")
+    # the one line names the setting and the characters a key may have, and never the key
+    assert str(err.value) == f"kaito-aks:apiKeys: a key contains a character other than {api_keys.KEY_CHARS_TEXT}"
+
+
+def test_the_keys_checksum_annotation_is_a_short_hash_that_follows_the_keys():
+    # not secret (a 64-bit prefix of a hash of the map) and short enough to read in `kubectl describe`
+    one, two = render_keys_map([KEY_A]), render_keys_map([KEY_A + "x"])
+    a, b = nginx.keys_map_checksum(one), nginx.keys_map_checksum(two)
+    assert re.fullmatch(r"[0-9a-f]{16}", a) and re.fullmatch(r"[0-9a-f]{16}", b)
+    assert a != b and a == nginx.keys_map_checksum(one)
 
 
 @pytest.mark.parametrize("keys", [["short"], [KEY_A, KEY_A], [KEY_A, None], [f"{KEY_A} x"], [], [f'{KEY_A}"']])

@@ -433,3 +433,29 @@ def test_an_unchanged_stack_keeps_its_workspace_and_pool_names():
         ("0d7a53cacb", "llama-8b-r1-0d7a53", "gllama8c2dc6"),
         ("2eb2ff86a9", "llama-70b-2eb2ff", "gllama72dae9"),
     ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stack-wide rules
+
+@pytest.mark.parametrize("gateway,why", [(None, "it is on by default for production stacks only"),
+                                         ({"enabled": False}, "gateway.enabled is false")])
+def test_api_keys_that_nothing_checks_are_refused(gateway, why):
+    # a user who set keys believes the endpoints need one; without the gateway they don't
+    extra = {} if gateway is None else {"gateway": gateway}
+    assert problems([{"name": "a", "model": "phi-3-mini-4k-instruct"}], secrets=("apiKeys",), **extra) == [
+        f"kaito-aks:apiKeys: set, but nothing checks them: the gateway is off ({why}), so clients reach the models "
+        "without a key; set gateway.enabled: true to require the keys, or remove apiKeys"]
+    with_gateway = plan_for([{"name": "a", "model": "phi-3-mini-4k-instruct"}], secrets=("apiKeys",),
+                            gateway={"enabled": True})
+    assert with_gateway.settings.gateway_enabled
+
+
+def test_more_replicas_than_aks_has_node_pools_for_are_refused():
+    phi = {"model": "phi-3-mini-4k-instruct"}
+    models = [{"name": f"m{i}", "replicas": 11, **phi} for i in range(9)]            # 99 pools + the system pool
+    assert len(plan_for(models).replicas) == 99
+    lines = problems([*models, {"name": "one-more", **phi}])
+    assert lines == ["kaito-aks:models: 100 replicas need 100 GPU node pools, and with the system pool that is more "
+                     "than the 100 node pools AKS allows per cluster; lower replicas, or split the models over two "
+                     "stacks"]

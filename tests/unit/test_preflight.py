@@ -330,6 +330,27 @@ def test_the_cli_without_credentials_exits_2_with_one_line(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("Azure credentials: none usable"), done.stderr
 
 
+@pytest.mark.parametrize("variables,starts", [
+    ({"ARM_TENANT_ID": "11111111-1111-1111-1111-111111111111", "ARM_CLIENT_ID": "x", "ARM_USE_OIDC": "true",
+      "ARM_OIDC_TOKEN_FILE_PATH": "/nonexistent/token"},
+     "Azure credentials: ARM_OIDC_TOKEN_FILE_PATH '/nonexistent/token' can't be read (No such file or directory)"),
+    ({"ARM_TENANT_ID": "bad tenant!", "ARM_CLIENT_ID": "x", "ARM_CLIENT_SECRET": "sk-SECRET-VALUE"},
+     "Azure credentials: the service principal settings in the environment are not valid"),
+    ({"AZURE_TENANT_ID": "bad tenant!", "AZURE_CLIENT_ID": "x", "AZURE_CLIENT_SECRET": "sk-SECRET-VALUE"},
+     "Azure credentials: the service principal settings in the environment are not valid"),
+])
+def test_credential_settings_azure_identity_refuses_are_one_line_not_a_bug_report(tmp_path, variables, starts):
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path), "AZURE_SUBSCRIPTION_ID": SUB,
+           "PYTHONPATH": str(pathlib.Path(__file__).resolve().parents[2]), **variables}
+    import sys
+    done = subprocess.run([sys.executable, "-m", "infra", "preflight", "--stack", "prod"], capture_output=True,
+                          text=True, timeout=180, env=env, cwd=pathlib.Path(__file__).resolve().parents[2])
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(starts), done.stderr
+    assert "SECRET" not in done.stderr and "internal error" not in done.stderr
+
+
 def test_the_credential_is_pulumis_identity_where_only_its_arm_variables_are_set(tmp_path):
     from azure import identity
 

@@ -354,6 +354,20 @@ def test_the_refresh_command_fails_with_one_line_where_the_api_cannot_be_reached
     assert done.returncode == 2 and "is not an Azure region name" in done.stderr
 
 
+@pytest.mark.parametrize("url,problem", [
+    ("http://user:sk-SECRET-1@127.0.0.1:9/", "must not carry credentials"),
+    ("http://127.0.0.1:9/?key=sk-SECRET-1", "must be a base URL without '?query'"),
+    ("http://127.0.0.1:99999/sk-SECRET-1", "with a numeric port from 1 to 65535"),
+    ("ftp://127.0.0.1/sk-SECRET-1", "with a host"),
+])
+def test_a_refused_api_url_is_a_usage_error_that_never_quotes_it(url, problem):
+    done = cli("refresh-prices", "--region", "eastus", "--api-url", url)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("--api-url: must ") and problem in lines[0], lines
+    assert "SECRET" not in done.stderr
+
+
 @pytest.mark.parametrize("table", sorted(TABLES))
 def test_the_catalog_tables_still_print_as_before(table):
     done = cli(table)

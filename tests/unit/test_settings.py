@@ -222,6 +222,7 @@ def test_model_facts_need_weights_and_geometry():
 @pytest.mark.parametrize("stack,production,expected", [
     ("prod", None, True), ("production-eu", None, True), ("dev", None, False), ("preprod", None, False),
     ("prod", False, False), ("dev", True, True),
+    ("Prod", None, True), ("PRODUCTION", None, True),    # a capital letter must not drop the hardening
 ])
 def test_production_is_said_or_follows_the_stack_name(stack, production, expected):
     extra = {"cluster": {"apiServerAuthorizedIpRanges": ["203.0.113.0/24"]}}
@@ -252,10 +253,14 @@ def test_cluster_and_resource_group_names_default_from_the_stack():
     assert (both.cluster_name, both.resource_group) == ("my-aks", "shared.rg(1)")
 
 
-def test_a_long_stack_name_is_cut_to_a_63_character_cluster_name():
+def test_a_long_stack_name_is_cut_to_a_63_character_cluster_name_that_still_tells_it_apart():
     s = settings("s" * 70)
-    assert s.cluster_name == ("kaito-" + "s" * 70)[:63] and len(s.cluster_name) == 63
+    assert len(s.cluster_name) == 63 and s.cluster_name.startswith("kaito-" + "s" * 48 + "-")
     assert s.resource_group == "rg-" + s.cluster_name
+    # two stacks that differ only past the cut get two clusters and two resource groups, not one shared pair
+    a, b = settings("s" * 60 + "a"), settings("s" * 60 + "b")
+    assert a.cluster_name != b.cluster_name and a.resource_group != b.resource_group
+    assert settings("s" * 57).cluster_name == "kaito-" + "s" * 57      # 63 characters: kept whole
 
 
 def test_a_stack_name_that_makes_no_valid_names_asks_for_them():
@@ -467,7 +472,16 @@ def test_a_set_alert_webhook_secret_is_known_but_never_read():
 def test_the_endpoint_check_url_must_be_a_plain_http_base_url():
     assert settings(endpointCheck={"url": "http://10.0.0.9:8080"}).endpoint_check.url == "http://10.0.0.9:8080"
     assert only_problem(endpointCheck={"url": "ftp://x"}) == (
-        "kaito-aks:endpointCheck.url: 'ftp://x' must be an http(s) URL with a host, e.g. http://10.0.0.9")
+        "kaito-aks:endpointCheck.url: must be an http(s) URL with a host, e.g. http://10.0.0.9")
+
+
+@pytest.mark.parametrize("url", ["http://admin:sk-SECRET-1@10.0.0.9", "http://10.0.0.9/?api_key=sk-SECRET-1",
+                                 "http://10.0.0.9/#sk-SECRET-1", "ftp://10.0.0.9/sk-SECRET-1",
+                                 "http://10.0.0.9:99999/sk-SECRET-1", "http://10.0.0.9/sk-SECRET-1 x"])
+def test_a_refused_endpoint_check_url_is_never_quoted(url):
+    # a URL can hold a password, a key in its query or a token in its path: the error names the rule, not the URL
+    line = only_problem(endpointCheck={"url": url})
+    assert line.startswith("kaito-aks:endpointCheck.url: must ") and "SECRET" not in line
 
 
 @pytest.mark.parametrize("url,problem", [
@@ -483,8 +497,8 @@ def test_the_endpoint_check_url_must_be_a_plain_http_base_url():
     ("http://x:0", "must be an http(s) URL with a numeric port from 1 to 65535"),
     ("ftp://x", "must be an http(s) URL with a host, e.g. http://10.0.0.9"),
     ("http://", "must be an http(s) URL with a host, e.g. http://10.0.0.9"),
-    ("http://user@x", "must not carry credentials; the check sends the stack's API key itself"),
-    ("http://:pw@x", "must not carry credentials; the check sends the stack's API key itself"),
+    ("http://user@x", "must not carry credentials (user:password@); URLs are shown in logs and outputs"),
+    ("http://:pw@x", "must not carry credentials (user:password@); URLs are shown in logs and outputs"),
     ("http://x/?a=1", "must be a base URL without '?query' or '#fragment'"),
     ("http://x/#top", "must be a base URL without '?query' or '#fragment'"),
 ])
@@ -618,8 +632,54 @@ def test_a_stack_file_without_config_has_no_models(tmp_path):
 def test_stack_config_reads_only_the_projects_namespace_and_secure_values_as_set_secrets():
     s = settings_from_stack_config("dev", {
         "kaito-aks:models": [MODEL], "kaito-aks:access": RANGES["access"], "azure-native:location": "westus2",
-        "other:models": "ignored", "kaito-aks:hfToken": {"secure": "v1:abc"}, "kaito-aks": "no key"})
+        "other:models": "ignored", "kaito-aks:hfToken": {"secure": "v1:abc"}})
     assert s.secrets_set == {"hfToken"} and s.cluster.location == "westus2" and s.models[0].name == "a"
+
+
+@pytest.mark.parametrize("key,line", [
+    ("hfToken", "'hfToken': config keys are `namespace:name` (Pulumi refuses others); write `kaito-aks:hfToken`"),
+    ("kaito-aks", "'kaito-aks': config keys are `namespace:name` (Pulumi refuses others); write `kaito-aks:kaito-aks`"),
+    ("kaito-aks:", "'kaito-aks:': config keys are `namespace:name` (Pulumi refuses others); write `kaito-aks:kaito-aks`"),
+    (":budget", "':budget': config keys are `namespace:name` (Pulumi refuses others); write `kaito-aks:budget`"),
+    ("kaito_aks:budget", "'kaito_aks:budget': settings are read under `kaito-aks:` only; write `kaito-aks:budget`"),
+    ("kaito-ask:budget", "'kaito-ask:budget': settings are read under `kaito-aks:` only; write `kaito-aks:budget`"),
+    (" kaito-aks:budget", "' kaito-aks:budget': settings are read under `kaito-aks:` only; write `kaito-aks:budget`"),
+    ("Kaito-AKS:budget", "'Kaito-AKS:budget': settings are read under `kaito-aks:` only; write `kaito-aks:budget`"),
+])
+def test_a_key_outside_the_projects_namespace_that_was_meant_for_it_is_refused(key, line):
+    # silently ignored, a misspelled namespace would drop a budget guard or leave a token in plain text unflagged
+    with pytest.raises(UserError) as err:
+        settings_from_stack_config("dev", {"kaito-aks:models": [MODEL], "kaito-aks:access": RANGES["access"],
+                                           key: {"maxUsdPerHour": 1}})
+    assert err.value.lines == [line]
+
+
+@pytest.mark.parametrize("namespace", ["azure-native", "azure", "kubernetes", "pulumi", "kaito", "aks"])
+def test_other_providers_namespaces_are_left_to_them(namespace):
+    s = settings_from_stack_config("dev", {"kaito-aks:models": [MODEL], "kaito-aks:access": RANGES["access"],
+                                           f"{namespace}:setting": "x"})
+    assert s.models[0].name == "a"
+
+
+@pytest.mark.parametrize("ciphertext,problem", [
+    ("", "holds no ciphertext"), (None, "holds no ciphertext"), ([1, 2], "holds no ciphertext"),
+    ("hf_abcdefghijklmnopqrstuvwxyz", "holds text Pulumi didn't encrypt"),
+    ("sk-abcdefghijklmnop", "holds text Pulumi didn't encrypt"),
+    ("not encrypted at all", "holds text Pulumi didn't encrypt"),
+])
+def test_a_secure_value_must_hold_a_ciphertext(ciphertext, problem):
+    with pytest.raises(UserError) as err:
+        settings_from_stack_config("dev", {"kaito-aks:models": [MODEL], "kaito-aks:access": RANGES["access"],
+                                           "kaito-aks:hfToken": {"secure": ciphertext}})
+    assert len(err.value.lines) == 1 and err.value.lines[0].startswith(f"kaito-aks:hfToken: `secure:` {problem}")
+    assert "abcdefghij" not in err.value.lines[0]
+
+
+@pytest.mark.parametrize("ciphertext", ["v1:ZXhhbXBsZQ==:AAAAhfEncrypted", "AAABAKpIy0P4+/Zq3WvDm8cdIgw="])
+def test_pulumi_ciphertexts_are_accepted(ciphertext):
+    s = settings_from_stack_config("dev", {"kaito-aks:models": [MODEL], "kaito-aks:access": RANGES["access"],
+                                           "kaito-aks:hfToken": {"secure": ciphertext}})
+    assert s.secrets_set == {"hfToken"}
 
 
 def test_a_secret_written_as_a_mapping_with_more_than_secure_is_plain_text():
@@ -661,3 +721,18 @@ def test_did_you_mean_draws_on_the_settings_at_the_typo_and_nothing_internal():
     assert {"stack", "secretsSet"}.isdisjoint(_fields_at([])) and "models" in _fields_at([])
     assert _fields_at(["namespace"]) == () and _fields_at(["production"]) == ()   # scalars have no sub-settings
     assert only_problem(secretsSet=["hfToken"]).startswith("kaito-aks:secretsSet: unknown setting")
+
+
+@pytest.mark.parametrize("namespace", ["default", "kaito-workspace", "gatekeeper-system", "app-routing-system",
+                                       "calico-system", "tigera-operator", "aks-istio-system"])
+def test_namespaces_others_run_in_are_refused(namespace):
+    # the stack's namespace gets a default-deny NetworkPolicy and quotas: on KAITO's own namespace (Helm) they would
+    # cut off its webhook, and on `default` they would hit everything else in the cluster
+    line = only_problem(namespace=namespace)
+    assert line.startswith(f"kaito-aks:namespace: {namespace!r} is a namespace Kubernetes, AKS or KAITO itself uses")
+    assert line.endswith("choose the stack's own, e.g. 'llm'")
+
+
+def test_kaitos_helm_namespace_is_the_one_the_cluster_installs_it_in():
+    from components import cluster
+    assert cluster.KAITO_HELM_NAMESPACE == "kaito-workspace"
