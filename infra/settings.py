@@ -241,11 +241,21 @@ class KaitoSettings(_Settings):
             )
         return v
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_is_text(cls, v: Any) -> Any:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):   # YAML reads `version: 0.12` as a number
+            raise ValueError(f"{bounded_repr(v)} is a number; write the release as text with its patch, e.g. "
+                             "version: \"0.12.0\"")
+        return v
+
     @field_validator("version")
     @classmethod
     def _version_shape(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"\d{1,3}\.\d{1,3}\.\d{1,3}", v):
-            raise ValueError(f"{bounded_repr(v)} is not a KAITO release version (MAJOR.MINOR.PATCH)")
+        # no leading zeros: the text is the Helm chart version and the image tag, so 0.12.007 is not 0.12.7
+        if v is not None and not re.fullmatch(r"(?:0|[1-9]\d{0,2})\.(?:0|[1-9]\d{0,2})\.(?:0|[1-9]\d{0,2})", v):
+            raise ValueError(f"{bounded_repr(v)} is not a KAITO release version (MAJOR.MINOR.PATCH without "
+                             "leading zeros, e.g. 0.12.0)")
         return v
 
 
@@ -671,6 +681,11 @@ def _format_validation_error(err: ValidationError, skip_missing_models: bool) ->
         elif inner and e["type"] == "value_error" and inner.group(1).split(".")[0] in _fields_at(loc):
             path, message = f"{path}.{inner.group(1)}", inner.group(2)
         got = e.get("input")
+        # pydantic names its own classes ("instance of BudgetSettings", "a valid tuple"): say what to write instead
+        if e["type"] in ("model_type", "model_attributes_type", "dict_type"):
+            message = "must be a mapping of settings (`key: value` lines under it), not a single value"
+        elif e["type"] in ("tuple_type", "list_type"):
+            message = "must be a list, e.g. [a, b] (or one `- item` line each)"
         suffix = ""
         if e["type"] not in ("value_error", "assertion_error") and not isinstance(got, (dict, list)):
             suffix = f" (got {bounded_repr(got)})"

@@ -353,13 +353,22 @@ def test_maintenance_utc_offset_is_signed_hh_mm(value, ok):
 
 
 @pytest.mark.parametrize("version,ok", [("0.12.0", True), ("100.200.300", True), ("0.12", False),
-                                        ("v0.12.0", False), ("1000.0.0", False)])
+                                        ("v0.12.0", False), ("1000.0.0", False), ("0.12.007", False),
+                                        ("00.12.0", False), ("0.012.0", False)])
 def test_kaito_version_is_major_minor_patch(version, ok):
     if ok:
         assert settings(kaito={"version": version}).kaito.version == version
-    else:
+    else:   # the text is the chart version and image tag: 0.12.007 would pass as a newer 0.12.7 and then not exist
         assert only_problem(kaito={"version": version}) == (
-            f"kaito-aks:kaito.version: {version!r} is not a KAITO release version (MAJOR.MINOR.PATCH)")
+            f"kaito-aks:kaito.version: {version!r} is not a KAITO release version (MAJOR.MINOR.PATCH without "
+            "leading zeros, e.g. 0.12.0)")
+
+
+@pytest.mark.parametrize("version", [0.12, 1, 0.1])
+def test_a_kaito_version_yaml_read_as_a_number_asks_for_text(version):
+    assert only_problem(kaito={"version": version}) == (
+        f"kaito-aks:kaito.version: {version!r} is a number; write the release as text with its patch, e.g. "
+        'version: "0.12.0"')
 
 
 @pytest.mark.parametrize("value", [True, False])
@@ -578,12 +587,12 @@ def test_no_models_at_all_is_one_line():
 def test_a_bad_model_entry_is_reported_alone_not_also_as_a_short_list():
     assert problems(models=[{"name": "a"}]) == ["kaito-aks:models[0].model: required, but not set"]
     assert problems(models=[1]) == [
-        "kaito-aks:models[0]: Input should be a valid dictionary or instance of ModelSettings (got 1)"]
+        "kaito-aks:models[0]: must be a mapping of settings (`key: value` lines under it), not a single value (got 1)"]
 
 
 def test_values_of_structured_type_are_not_echoed():
-    assert problems(models={"name": "a"}) == ["kaito-aks:models: Input should be a valid tuple"]
-    assert problems(models="phi") == ["kaito-aks:models: Input should be a valid tuple (got 'phi')"]
+    assert problems(models={"name": "a"}) == ["kaito-aks:models: must be a list, e.g. [a, b] (or one `- item` line each)"]
+    assert problems(models="phi") == ["kaito-aks:models: must be a list, e.g. [a, b] (or one `- item` line each) (got 'phi')"]
 
 
 def test_the_location_falls_back_to_azure_native_location_only_when_not_set():
@@ -711,8 +720,8 @@ def test_project_defaults_may_name_the_project_and_skip_other_namespaces(tmp_pat
 def test_a_cluster_that_is_not_a_mapping_is_one_line_even_with_a_location_fallback():
     with pytest.raises(UserError) as err:
         settings(location="westus2", cluster="aks-prod")
-    assert err.value.lines == ["kaito-aks:cluster: Input should be a valid dictionary or instance of ClusterSettings "
-                               "(got 'aks-prod')"]
+    assert err.value.lines == ["kaito-aks:cluster: must be a mapping of settings (`key: value` lines under it), not a "
+                               "single value (got 'aks-prod')"]
 
 
 def test_did_you_mean_draws_on_the_settings_at_the_typo_and_nothing_internal():

@@ -64,7 +64,7 @@ CASES = {
                       ["kaito-aks:models[0].model: 'gpt-5' is not a KAITO 0.11.0 preset; or give a Hugging Face id (org/model)"]),
     "missing-facts": (OK_ACCESS + "  kaito-aks:kaito: {mode: helm}\n  kaito-aks:models: [{name: a, model: acme/x-7b}]\n",
                       ["kaito-aks:models[0].model: 'acme/x-7b' is not among KAITO 0.12.0's presets, so kaito-aks needs its facts"]),
-    "models-not-a-list": (OK_ACCESS + "  kaito-aks:models: phi-2\n", ["kaito-aks:models: Input should be a valid tuple"]),
+    "models-not-a-list": (OK_ACCESS + "  kaito-aks:models: phi-2\n", ["kaito-aks:models: must be a list, e.g. [a, b] (or one `- item` line each)"]),
     "internal-unreachable-check": ("  kaito-aks:access: {internal: true}\n  kaito-aks:models: [{name: a, model: phi-3-mini-4k-instruct}]\n",
                                    ["kaito-aks:endpointCheck.url: the endpoints are internal"]),
     "azure-rbac-no-admins": (OK_ACCESS + "  kaito-aks:cluster: {azureRbac: true}\n  kaito-aks:models: [{name: a, model: phi-3-mini-4k-instruct}]\n",
