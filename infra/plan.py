@@ -307,7 +307,8 @@ def build_plan(settings: Settings, catalog: Catalog | None = None) -> Plan:
             replicas.extend(_plan_model(settings, index, model, release, catalog, mode))
         except _ModelProblemsError as err:
             problems.extend(err.lines)
-    problems.extend(_pool_name_clashes(replicas))
+    slot_problems = _slot_clashes(replicas)
+    problems.extend(slot_problems or _pool_name_clashes(replicas))     # a slot clash is also a pool clash
     if len(replicas) + 1 > AKS_MAX_NODE_POOLS:
         problems.append(
             f"{PROJECT}:models: {len(replicas)} replicas need {len(replicas)} GPU node pools, and with the system pool "
@@ -551,6 +552,24 @@ def pool_name(workspace: str) -> str:
     stem = re.sub(r"[^a-z0-9]", "", workspace.lower())[:6]
     digest = hashlib.sha256(workspace.encode()).hexdigest()[:12 - 1 - len(stem)]
     return f"g{stem}{digest}"
+
+
+def _slot_clashes(replicas: list[ReplicaPlan]) -> list[str]:
+    """A model named like another model's extra replica (``a`` with ``replicas: 2`` serves ``a`` and ``a-r1``):
+    both would own the endpoint Service, gateway route and check named ``a-r1``. (Two extra replicas can't clash:
+    model names are unique.)"""
+    seen: dict[str, ReplicaPlan] = {}
+    problems = []
+    for r in replicas:
+        other = seen.setdefault(r.slot, r)
+        if other is r:
+            continue
+        named, extra = (r, other) if r.replica == 0 else (other, r)
+        problems.append(
+            f"{PROJECT}:models[{named.model_index}].name: '{named.slot}' is also the name models[{extra.model_index}] "
+            f"('{extra.model_name}') gives its replica {extra.replica + 1}, so their Services, gateway routes and "
+            "checks would clash; rename one of the models")
+    return problems
 
 
 def _pool_name_clashes(replicas: list[ReplicaPlan]) -> list[str]:

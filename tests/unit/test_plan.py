@@ -459,3 +459,33 @@ def test_more_replicas_than_aks_has_node_pools_for_are_refused():
     assert lines == ["kaito-aks:models: 100 replicas need 100 GPU node pools, and with the system pool that is more "
                      "than the 100 node pools AKS allows per cluster; lower replicas, or split the models over two "
                      "stacks"]
+
+
+@pytest.mark.parametrize("rollout", ["surge", "recreate"])
+@pytest.mark.parametrize("order", ["replicas first", "name first"])
+def test_a_model_named_like_another_models_extra_replica_is_refused(rollout, order):
+    # 'a' with replicas: 2 serves 'a' and 'a-r1'; a model named 'a-r1' would share its Service, route and check,
+    # also in surge mode, where a different model gives the two Workspaces (and pools) different hashes
+    scaled = {"name": "a", "model": "phi-3-mini-4k-instruct", "replicas": 2, "rollout": rollout}
+    named = {"name": "a-r1", "model": "microsoft/phi-4-mini-instruct", "rollout": rollout}
+    models = [scaled, named] if order == "replicas first" else [named, scaled]
+    i_named, i_scaled = (1, 0) if order == "replicas first" else (0, 1)
+    assert problems(models) == [
+        f"kaito-aks:models[{i_named}].name: 'a-r1' is also the name models[{i_scaled}] ('a') gives its replica 2, so "
+        "their Services, gateway routes and checks would clash; rename one of the models"]
+
+
+def test_two_workspaces_whose_pool_names_collide_are_refused_not_merged():
+    # 'g' + 6 name characters + 5 hex characters: two names with the same first six characters can share a pool
+    # name (about one pair in a thousand); found here by search, so the test states the rule, not a lucky pair
+    seen: dict[str, str] = {}
+    for i in range(100_000):
+        name = f"model{i}"
+        clash = seen.setdefault(pool_name(name), name)
+        if clash != name:
+            break
+    assert pool_name(clash) == pool_name(name)
+    models = [{"name": clash, "model": "phi-3-mini-4k-instruct"}, {"name": name, "model": "phi-3-mini-4k-instruct"}]
+    assert problems(models) == [
+        f"kaito-aks:models[1].name: '{name}' and '{clash}' map to the same AKS pool name {pool_name(name)}; rename "
+        "one of the models"]
