@@ -525,8 +525,8 @@ def excerpt(body: bytes | str, limit: int = EXCERPT_CHARS) -> str:
 def _printable(text: str, limit: int = SAMPLE_CHARS) -> str:
     """Text as a safe one-liner: control characters (and lone surrogates) escaped, truncated with ``…``."""
     text = str(text)[: limit + 1]
-    out = "".join(ch if (ch.isprintable() or ch == " ") and not "\ud800" <= ch <= "\udfff"
-                  else ch.encode("unicode_escape").decode() for ch in text)
+    # lone surrogates are not printable (category Cs), so they are escaped like control characters
+    out = "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode() for ch in text)
     return out if len(out) <= limit else out[: limit - 1] + ELLIPSIS
 
 

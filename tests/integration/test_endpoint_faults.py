@@ -197,6 +197,15 @@ def test_stream_without_done_is_accepted(proxy):
     assert "the stream ended without data: [DONE]" in result.notes
 
 
+def test_ttft_is_the_time_to_the_first_token_not_to_the_first_chunk(proxy):
+    # vLLM's first event carries only the role; a server slow to its first token must show a slow TTFT
+    proxy.set_rules([Rule("pause", path="/v1/chat/completions", body_contains=b'"stream": true', pause_s=1.5)])
+    result, _ = timed(check_endpoint, proxy.url, timeout_s=30)
+    assert isinstance(result, EndpointResult), str(result)
+    assert result.ttft_ms is not None and result.ttft_ms >= 1500, result.ttft_ms
+    assert "the streamed answer had no content; TTFT is the time to the first chunk" not in result.notes
+
+
 def test_malformed_stream_event_fails_the_stream_step(proxy):
     proxy.set_rules([Rule("malformed", path="/v1/chat/completions", body_contains=b'"stream": true')])
     outcome, elapsed = timed(check_endpoint, proxy.url, timeout_s=30)

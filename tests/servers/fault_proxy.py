@@ -12,6 +12,8 @@ kept) unless a :class:`Rule` matches, which can:
 - ``truncate``: forward, then send only half of the real body with the full Content-Length and close;
 - ``malformed``: forward, then corrupt the real body (cut JSON; a non-JSON event in an SSE stream);
 - ``drop_done``: forward an SSE stream without its ``data: [DONE]`` event;
+- ``pause``: forward an SSE stream, holding everything after its first event for ``pause_s`` seconds (a server whose
+  first chunk, the role, comes long before the first token);
 - ``gzip``: forward, gzip the real body and say so in Content-Encoding (as nginx ``gzip on`` does);
 - ``hang``: accept the request and never answer (until the proxy closes);
 - ``stall``: forward, send the headers and the first part of the real body (the first event of a stream), then
@@ -33,6 +35,7 @@ import http.server
 import json
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 
@@ -52,6 +55,7 @@ class Rule:
     body: bytes = b'{"error":"injected"}'
     echo_headers: bool = False
     stall: bool = False               # status: send the payload, then stall mid-body
+    pause_s: float = 0.0              # pause: how long the rest of the stream waits after its first event
     transform: Callable[[bytes], bytes] | None = None   # status: the payload; rewrite: the real body
     on_match: Callable[[], None] | None = None
     hits: int = 0
@@ -228,8 +232,8 @@ def _handler_for(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
             try:
                 ctype = up.getheader("Content-Type", "")
                 streaming = "text/event-stream" in ctype
-                if streaming and action in ("pass", "drop_done", "malformed", "stall"):
-                    self._relay_stream(up, action)
+                if streaming and action in ("pass", "drop_done", "malformed", "stall", "pause"):
+                    self._relay_stream(up, action, rule.pause_s if rule is not None else 0.0)
                     return
                 data = up.read()
                 if action in ("truncate", "stall"):
@@ -267,7 +271,7 @@ def _handler_for(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
                 proxy.release.wait(timeout=600)
             self._abort()
 
-        def _relay_stream(self, up: http.client.HTTPResponse, action: str) -> None:
+        def _relay_stream(self, up: http.client.HTTPResponse, action: str, pause_s: float = 0.0) -> None:
             self.send_response(up.status)
             for k, v in up.getheaders():
                 if k.lower() not in HOP_BY_HOP:
@@ -275,10 +279,21 @@ def _handler_for(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
             first = True
+            held = b""
             while True:
                 chunk = up.read1(65536)
                 if not chunk:
                     break
+                if action == "pause" and pause_s:
+                    held += chunk
+                    end = held.find(b"\n\n")
+                    if end == -1:
+                        continue
+                    self._chunk(held[: end + 2])       # the first event alone, then the wait, then the rest
+                    time.sleep(pause_s)
+                    chunk, held, pause_s = held[end + 2:], b"", 0.0
+                    if not chunk:
+                        continue
                 if action == "drop_done":
                     chunk = chunk.replace(b"data: [DONE]\n\n", b"").replace(b"data: [DONE]\r\n\r\n", b"")
                 if action == "malformed" and first:

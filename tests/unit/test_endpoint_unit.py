@@ -401,6 +401,8 @@ def test_result_is_frozen_and_summary_lists_notes():
 # shape only, to check the client side of the protocol (paths, request body, {"Result": ...}).
 class _KaitoV06Handler(http.server.BaseHTTPRequestHandler):
     bodies: list[dict] = []
+    health_calls = 0
+    unhealthy_first = 0          # how many /health calls answer 503 (the model still loading)
 
     def log_message(self, *a):
         pass
@@ -414,7 +416,12 @@ class _KaitoV06Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):
-        self._reply(200, {"status": "Healthy"}) if self.path == "/health" else self._reply(404, {"detail": "Not Found"})
+        if self.path != "/health":
+            return self._reply(404, {"detail": "Not Found"})
+        type(self).health_calls += 1
+        if type(self).health_calls <= type(self).unhealthy_first:
+            return self._reply(503, {"detail": "loading"})
+        self._reply(200, {"status": "Healthy"})
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -441,6 +448,24 @@ def test_kaito_06_transformers_protocol():
     body = _KaitoV06Handler.bodies[0]
     assert body["prompt"] and body["generate_kwargs"] == {"max_new_tokens": ep.MAX_TOKENS, "do_sample": False}
     assert len(_KaitoV06Handler.bodies) == 1 + 3
+
+
+def test_kaito_06_transformers_waits_for_health_before_chatting(monkeypatch):
+    # that runtime lists no models: /health is the only readiness signal, so nothing is sent before it says yes
+    monkeypatch.setattr(_KaitoV06Handler, "bodies", [])
+    monkeypatch.setattr(_KaitoV06Handler, "health_calls", 0)
+    monkeypatch.setattr(_KaitoV06Handler, "unhealthy_first", 2)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KaitoV06Handler)
+    t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    t.start()
+    try:
+        r = ep.check_endpoint(f"http://127.0.0.1:{server.server_address[1]}", runtime="transformers",
+                              kaito_version="0.6.0", concurrency=1, timeout_s=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _KaitoV06Handler.health_calls == 3 and r.checks[0] == "ready"
+    assert r.ready_after_s > 0 and len(_KaitoV06Handler.bodies) == 2
 
 
 # -- CLI argument errors (exit 2) ---------------------------------------------------------------------------------

@@ -244,6 +244,16 @@ def test_every_proxied_location_limits_per_key_and_strips_the_key():
     assert "limit_req_zone $api_key_id zone=per_key:10m rate=120r/m;" in CONF
 
 
+@pytest.mark.parametrize("per_minute", [1, 5])
+def test_a_rate_below_six_a_minute_still_lets_one_request_through_at_once(per_minute):
+    # the burst is a sixth of a minute's requests; below 6 a minute that rounds to 0, which would refuse a second
+    # request inside the same interval outright, so it is at least 1
+    conf = render_nginx_conf(ROUTES, REPLICAS, "/keys/api-keys.map",
+                             stack_limits(rate_limit_per_minute=per_minute, unauthenticated_per_minute=per_minute))
+    assert "limit_req zone=per_key burst=1 nodelay;" in conf
+    assert "limit_req zone=unauthenticated burst=1 nodelay;" in conf
+
+
 def test_requests_without_a_valid_key_are_rate_limited_per_client_then_401():
     server = server_block(CONF)
     # the key check runs at the server level, before any location: no route can forget it

@@ -1,0 +1,99 @@
+"""The endpoint check's small rules, each stated exactly: what an argument or key problem says (and where), how a
+Retry-After date without a zone is read, how a key cut at either end of a message is still scrubbed, and how much
+of a body an excerpt looks at. Pure functions: no server needed."""
+from __future__ import annotations
+
+import calendar
+import email.utils
+
+import pytest
+
+from infra import endpoint as ep
+
+KEY = "abcdefghabcdefgh-key-0123"      # starts with a repeated piece, so a false match comes before the real one
+
+
+# -- API keys: what is wrong, and where ------------------------------------------------------------------------
+@pytest.mark.parametrize("key,problem", [
+    (123, "is a int, not a string"),
+    (None, "is a NoneType, not a string"),
+    ("", "is empty"),
+])
+def test_a_key_that_is_not_text_says_what_it_is(key, problem):
+    assert ep.api_key_problem(key) == problem
+
+
+@pytest.mark.parametrize("key,where", [
+    (" sk-0123456789abcdef", "at the start"),
+    ("s k-0123456789abcdef", "at position 2 of 20"),
+    ("sk-0123456789abcde f", "at position 19 of 20"),
+    ("sk-0123456789abcdef ", "at the end"),
+])
+def test_a_bad_character_in_a_key_is_placed_exactly(key, where):
+    problem = ep.api_key_problem(key)
+    assert problem is not None and problem.startswith(f"contains a space {where};"), problem
+
+
+# -- URLs ------------------------------------------------------------------------------------------------------
+def test_a_url_that_is_not_text_says_what_it_is():
+    assert ep.url_problem(8080) == "is a int, not a string"
+
+
+@pytest.mark.parametrize("url,problem", [
+    ("http://[v1.fe]:8000", "has a malformed [IPv6] host"),     # an IPvFuture literal: urllib takes it, HTTP can't
+    ("http://[::1]:8000", None),
+    ("http://[fe80::1%25eth0]:8000", None),                      # a zone id is not part of the address
+])
+def test_bracketed_hosts_must_be_ipv6_addresses(url, problem):
+    assert ep.url_problem(url) == problem
+
+
+# -- Retry-After ------------------------------------------------------------------------------------------------
+def test_a_retry_after_date_without_a_zone_is_read_as_utc():
+    # RFC 9110 dates are GMT; a server that drops the zone still means GMT, not the checker's local time
+    now = calendar.timegm((2026, 11, 29, 8, 0, 0))
+    assert ep.parse_retry_after("Sun, 29 Nov 2026 08:00:12", now=now) == pytest.approx(12)
+    assert ep.parse_retry_after(email.utils.formatdate(now + 12, usegmt=True), now=now) == pytest.approx(12)
+    assert ep.parse_retry_after("Sun, 99 Nov 2026 08:00:12", now=now) is None
+
+
+# -- Scrubbing a key cut at either end of a message --------------------------------------------------------------
+def test_the_start_of_a_key_at_the_end_of_a_message_is_scrubbed_after_a_false_match():
+    # "abcdefgh" first appears in the message without the key following it; the real cut is later
+    scrub = ep.Scrubber(KEY)
+    assert scrub("see abcdefgh here, then abcdefghabcdef") == "see abcdefgh here, then ***"
+
+
+def test_the_end_of_a_key_at_the_start_of_a_message_is_scrubbed_after_a_false_match():
+    key = "sk-0123-tail-tail"                   # its last piece, "tail", also appears earlier in it
+    scrub = ep.Scrubber(key)
+    assert scrub("ail-tail rest") == "*** rest"
+    assert scrub("-tail-tail rest") == "*** rest"
+
+
+# -- Excerpts --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("body", [" \n" * 150 + "error: engine dead", (" \n" * 150 + "error: engine dead").encode()])
+def test_an_excerpt_skips_a_long_run_of_blank_lines_to_the_message(body):
+    # a server that pads its error page with blank lines still shows the error (whitespace collapses first)
+    assert ep.excerpt(body, 160) == "error: engine dead"
+
+
+def test_an_excerpt_is_cut_to_its_limit():
+    assert ep.excerpt("x" * 1000, 160) == "x" * 159 + ep.ELLIPSIS
+
+
+# -- Argument errors are bounded -----------------------------------------------------------------------------------
+def test_a_huge_concurrency_value_is_shown_cut_to_40_characters():
+    with pytest.raises(ValueError) as err:
+        ep.validate_arguments(runtime="vllm", kaito_version="0.12.0", timeout_s=60, request_timeout_s=30,
+                              concurrency="9" * 500)
+    shown = "'" + "9" * 38 + ep.ELLIPSIS
+    assert str(err.value) == (f"concurrency {shown} must be an integer from {ep.MIN_CHECK_CONCURRENCY} to "
+                              f"{ep.MAX_CHECK_CONCURRENCY}")
+
+
+def test_a_huge_timeout_value_is_shown_cut_to_40_characters():
+    with pytest.raises(ValueError) as err:
+        ep.validate_arguments(runtime="vllm", kaito_version="0.12.0", timeout_s="9" * 500, request_timeout_s=30,
+                              concurrency=2)
+    assert str(err.value).startswith("timeout '" + "9" * 38 + ep.ELLIPSIS + " ")
