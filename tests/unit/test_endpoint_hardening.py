@@ -190,7 +190,8 @@ def test_a_key_that_is_no_header_value_is_refused_before_any_request(key):
     with pytest.raises(ValueError) as err:
         ep.check_endpoint("http://127.0.0.1:9", api_key=key, session=NoNetwork(), timeout_s=600)
     message = str(err.value)
-    assert time.monotonic() - started < 1 and not isinstance(err.value, EndpointCheckError)
+    # refused, not retried until the 600 s deadline (the bound is loose: a traced run on busy cores is slow)
+    assert time.monotonic() - started < 30 and not isinstance(err.value, EndpointCheckError)
     assert message.startswith("API key ") and "\n" not in message and len(message) <= MAX_LINE
     assert not leaked(message, key.strip() if len(key.strip()) >= 6 else KEY), message
 
@@ -247,7 +248,8 @@ def test_a_url_no_retry_can_fix_is_refused_at_once(url, why):
     with pytest.raises(ValueError) as err:
         ep.check_endpoint(url, session=NoNetwork(), timeout_s=600)
     message = str(err.value)
-    assert time.monotonic() - started < 1 and not isinstance(err.value, EndpointCheckError)
+    # refused, not retried until the 600 s deadline (the bound is loose: a traced run on busy cores is slow)
+    assert time.monotonic() - started < 30 and not isinstance(err.value, EndpointCheckError)
     assert why in message and "\n" not in message and len(message) <= MAX_LINE, message
 
 
