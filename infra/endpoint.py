@@ -384,7 +384,7 @@ def url_problem(url: Any) -> str | None:
         return "names no host"
     if parts.netloc.startswith("["):
         try:
-            ipaddress.IPv6Address(host.split("%", 1)[0])
+            ipaddress.IPv6Address(host)           # a zone id ("%eth0") is part of what it accepts
         except ValueError:
             return "has a malformed [IPv6] host"
     elif not all(_HOST_LABEL.fullmatch(label) for label in host.rstrip(".").split(".")):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import calendar
 import email.utils
+import time
 
 import pytest
 
@@ -49,8 +50,19 @@ def test_bracketed_hosts_must_be_ipv6_addresses(url, problem):
 
 
 # -- Retry-After ------------------------------------------------------------------------------------------------
-def test_a_retry_after_date_without_a_zone_is_read_as_utc():
+@pytest.fixture
+def local_time_not_utc(monkeypatch):
+    """The process's local time zone is New York (a naive date read as local time would be 5 hours off)."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_retry_after_date_without_a_zone_is_read_as_utc(local_time_not_utc):
     # RFC 9110 dates are GMT; a server that drops the zone still means GMT, not the checker's local time
+    assert time.localtime(0).tm_hour != 0
     now = calendar.timegm((2026, 11, 29, 8, 0, 0))
     assert ep.parse_retry_after("Sun, 29 Nov 2026 08:00:12", now=now) == pytest.approx(12)
     assert ep.parse_retry_after(email.utils.formatdate(now + 12, usegmt=True), now=now) == pytest.approx(12)
@@ -59,16 +71,22 @@ def test_a_retry_after_date_without_a_zone_is_read_as_utc():
 
 # -- Scrubbing a key cut at either end of a message --------------------------------------------------------------
 def test_the_start_of_a_key_at_the_end_of_a_message_is_scrubbed_after_a_false_match():
-    # "abcdefgh" first appears in the message without the key following it; the real cut is later
+    # "abcd" first appears where the key doesn't follow it; the real cut, the key's start, comes later
     scrub = ep.Scrubber(KEY)
-    assert scrub("see abcdefgh here, then abcdefghabcdef") == "see abcdefgh here, then ***"
+    assert scrub("abcd! abcdefghab") == "abcd! ***"
 
 
 def test_the_end_of_a_key_at_the_start_of_a_message_is_scrubbed_after_a_false_match():
-    key = "sk-0123-tail-tail"                   # its last piece, "tail", also appears earlier in it
+    key = "sk-0123-tail-tail"                   # its last piece, "tail", appears again later in the message
     scrub = ep.Scrubber(key)
+    assert scrub("-tail then tail") == "*** then tail"
     assert scrub("ail-tail rest") == "*** rest"
-    assert scrub("-tail-tail rest") == "*** rest"
+
+
+def test_overlapping_cut_points_are_each_tried():
+    # a key whose edge repeats one letter: the cut can start (or end) one character after the first candidate
+    assert ep.Scrubber("aaaab-0123456789")("see aaaaa") == "see a***"
+    assert ep.Scrubber("sk-0123456789-baaaa")("aaaaa rest") == "***a rest"
 
 
 # -- Excerpts --------------------------------------------------------------------------------------------------
