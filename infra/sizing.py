@@ -135,7 +135,6 @@ class Decision:
     chosen: FeasibleOption
     reason: str
     alternatives: tuple[FeasibleOption, ...]   # the other feasible sizes, cheapest first
-    rejected: tuple[Option, ...]            # everything else, with why
     max_model_len: int | None               # value for the inference ConfigMap; None: don't set one
     sizing_context: int
     max_model_len_source: str               # "settings" | "largest that fits (required by KAITO 0.6)" | ""
@@ -410,11 +409,8 @@ def _headroom(size: AzureGpuSize, req: SizingRequest) -> float | None:
 # ---------------------------------------------------------------------------------------------------------
 # Choosing
 
-def _split(options: Iterable[Option]) -> tuple[tuple[FeasibleOption, ...], tuple[Option, ...]]:
-    """(feasible, rejected), each in the given order."""
-    options = tuple(options)
-    return (tuple(o for o in options if isinstance(o, FeasibleOption)),
-            tuple(o for o in options if not isinstance(o, FeasibleOption)))
+def _feasible(options: Iterable[Option]) -> tuple[FeasibleOption, ...]:
+    return tuple(o for o in options if isinstance(o, FeasibleOption))
 
 
 def evaluate_all(req: SizingRequest, catalog: Catalog) -> list[Option]:
@@ -424,15 +420,15 @@ def evaluate_all(req: SizingRequest, catalog: Catalog) -> list[Option]:
 def choose(req: SizingRequest, catalog: Catalog) -> Decision:
     """The cheapest size KAITO accepts, schedules and that fits; ties go to fewer nodes, then fewer GPUs."""
     options = evaluate_all(req, catalog)
-    feasible, rejected = _split(options)
+    feasible = _feasible(options)
     if not feasible:
-        raise SizingError(_nothing_fits(req, catalog, rejected))
+        raise SizingError(_nothing_fits(req, catalog, options))
     chosen, others = feasible[0], feasible[1:]
     reason = f"cheapest that KAITO {req.release.version} accepts and that fits: {chosen.why}"
     if others:
         runner_up = others[0]
         reason += f" (next: {runner_up.nodes} x {runner_up.instance_type} ${runner_up.usd_per_hour:.3f}/h)"
-    return _with_context(req, catalog, chosen, reason, others, rejected)
+    return _with_context(req, catalog, chosen, reason, others)
 
 
 def check_explicit(req: SizingRequest, catalog: Catalog, instance_type: str) -> Decision:
@@ -446,8 +442,7 @@ def check_explicit(req: SizingRequest, catalog: Catalog, instance_type: str) -> 
         raise SizingError(f"'{instance_type}' is not an Azure GPU size kaito-aks knows "
                           f"(infra/catalog/azure_gpu_skus.yaml){_cheapest_hint(req, catalog)}")
     option = evaluate(req, size)
-    options = evaluate_all(req, catalog)
-    others, rejected = _split(o for o in options if o.instance_type != option.instance_type)
+    others = _feasible(o for o in evaluate_all(req, catalog) if o.instance_type != option.instance_type)
     if not isinstance(option, FeasibleOption):
         raise SizingError(f"{size.name}: {option.why}{_cheapest_hint(req, catalog)}")
     reason = f"set in the stack: {option.why}"
@@ -456,19 +451,19 @@ def check_explicit(req: SizingRequest, catalog: Catalog, instance_type: str) -> 
         best = cheaper[0]
         reason += (f" (${option.usd_per_hour - best.usd_per_hour:.3f}/h more than auto's "
                    f"{best.nodes} x {best.instance_type})")
-    return _with_context(req, catalog, option, reason, others, rejected)
+    return _with_context(req, catalog, option, reason, others)
 
 
 def _with_context(req: SizingRequest, catalog: Catalog, chosen: FeasibleOption, reason: str,
-                  others: tuple[FeasibleOption, ...], rejected: tuple[Option, ...]) -> Decision:
+                  others: tuple[FeasibleOption, ...]) -> Decision:
     """Decide the max-model-len to write: the stack's, or, where 0.6 demands one, the largest that fits."""
     if req.max_model_len:
-        return Decision(chosen, reason, others, rejected, req.max_model_len, req.sizing_context, "settings")
+        return Decision(chosen, reason, others, req.max_model_len, req.sizing_context, "settings")
     if chosen.max_model_len_required:
         fit = largest_fitting_context(req, catalog, chosen)
-        return Decision(chosen, reason, others, rejected, fit, req.sizing_context,
+        return Decision(chosen, reason, others, fit, req.sizing_context,
                         f"largest that fits; KAITO {req.release.version} requires one for this size")
-    return Decision(chosen, reason, others, rejected, None, req.sizing_context, "")
+    return Decision(chosen, reason, others, None, req.sizing_context, "")
 
 
 def largest_fitting_context(req: SizingRequest, catalog: Catalog, option: Option) -> int:
@@ -493,14 +488,14 @@ def largest_fitting_context(req: SizingRequest, catalog: Catalog, option: Option
 
 
 def _cheapest_hint(req: SizingRequest, catalog: Catalog) -> str:
-    feasible, _ = _split(evaluate_all(req, catalog))
+    feasible = _feasible(evaluate_all(req, catalog))
     if not feasible:
         return ""
     best = feasible[0]
     return f"; use instanceType: auto (cheapest: {best.nodes} x {best.instance_type}, ${best.usd_per_hour:.3f}/h)"
 
 
-def _nothing_fits(req: SizingRequest, catalog: Catalog, rejected: tuple[Option, ...]) -> str:
+def _nothing_fits(req: SizingRequest, catalog: Catalog, rejected: list[Option]) -> str:
     """One line: the two sizes that came closest, i.e. that passed the most gates, the biggest GPUs first."""
     furthest = max(GATES.index(o.gate) for o in rejected)
     nearest = sorted((o for o in rejected if GATES.index(o.gate) == furthest),

@@ -118,6 +118,10 @@ def test_0_7_to_0_10_refuse_to_spread_a_preset_that_is_not_distributed():
     new = evaluate(SizingRequest(resolve("qwen2.5-coder-32b-instruct", CAT.release("0.11.0"), CAT), "vllm",
                                  CAT.release("0.11.0")), a10)
     assert new.feasible and new.nodes == 4                       # every catalog model may span nodes
+    # two nodes are already "over nodes": phi-4 needs 2 x NV36ads_A10_v5 on 0.10.0, which refuses it
+    phi4 = evaluate(SizingRequest(resolve("phi-4", CAT.release("0.10.0"), CAT), "vllm", CAT.release("0.10.0")), a10)
+    assert phi4.why == ("KAITO's estimator needs 2 nodes of it, and KAITO 0.10.0 refuses to spread phi-4 over nodes "
+                        "(not a distributed preset)")
 
 
 def test_0_6_sizes_by_count_and_0_7_by_the_estimator():
