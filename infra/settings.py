@@ -31,6 +31,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -145,18 +147,18 @@ def _cidrs(value: Any) -> Any:
 
 class SystemPool(_Settings):
     vm_size: str = Field("Standard_D4ds_v5", pattern=r"^Standard_[A-Za-z0-9_]+$")
-    count: int = Field(2, ge=1, le=20)
+    count: StrictInt = Field(2, ge=1, le=20)
 
 
 class MaintenanceWindow(_Settings):
     """When AKS may upgrade Kubernetes and reimage nodes (GPU nodes reload their model afterwards)."""
 
-    enabled: bool | None = Field(None, description="default: on in production (weekly), off elsewhere (any time)")
+    enabled: StrictBool | None = Field(None, description="default: on in production (weekly), off elsewhere (any time)")
     day_of_week: Literal["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"] = "Sunday"
     start_time: str = Field("00:00", description="HH:MM in utcOffset's time zone")
-    duration_hours: int = Field(4, ge=4, le=24, description="AKS needs at least 4 hours for auto-upgrade")
+    duration_hours: StrictInt = Field(4, ge=4, le=24, description="AKS needs at least 4 hours for auto-upgrade")
     utc_offset: str = Field("+00:00", description="e.g. +01:00")
-    interval_weeks: int = Field(1, ge=1, le=4)
+    interval_weeks: StrictInt = Field(1, ge=1, le=4)
 
     @field_validator("start_time")
     @classmethod
@@ -181,7 +183,7 @@ class ClusterSettings(_Settings):
     system_pool: SystemPool = SystemPool()
     api_server_authorized_ip_ranges: tuple[str, ...] = ()
     network_policy: Literal["cilium", "azure", "calico"] = "cilium"
-    azure_rbac: bool = Field(False, description="Entra ID + Azure RBAC for Kubernetes, local accounts off")
+    azure_rbac: StrictBool = Field(False, description="Entra ID + Azure RBAC for Kubernetes, local accounts off")
     admin_group_object_ids: tuple[str, ...] = ()
     maintenance_window: MaintenanceWindow = MaintenanceWindow()
 
@@ -228,7 +230,8 @@ class KaitoSettings(_Settings):
     version: str | None = Field(None, description=(
         "the KAITO release the plan follows: helm, the chart installed; addon, the version the add-on runs "
         "(default: infra/catalog/kaito.yaml)"))
-    provisioner_identity: bool | None = Field(None, description="removed: refused with the reason (see the validator)")
+    provisioner_identity: StrictBool | None = Field(
+        None, description="removed: refused with the reason (see the validator)")
 
     @field_validator("provisioner_identity")
     @classmethod
@@ -263,11 +266,11 @@ class ModelFactsSettings(_Settings):
     """For a Hugging Face id that kaito-aks's catalog doesn't know: what sizing needs (from config.json)."""
 
     weights_gib: float = Field(alias="weightsGiB", gt=0, le=10_000, description="sum of the *.safetensors sizes, GiB")
-    layers: int = Field(ge=1, le=1000, description="num_hidden_layers")
-    kv_heads: int = Field(ge=1, le=1024, description="num_key_value_heads")
-    head_dim: int = Field(ge=1, le=4096, description="head_dim, or hidden_size / num_attention_heads")
-    context_limit: int = Field(2048, ge=1, le=MAX_CONTEXT, description="max_position_embeddings")
-    gated: bool = Field(False, description="the repo needs an accepted licence and an HF token")
+    layers: StrictInt = Field(ge=1, le=1000, description="num_hidden_layers")
+    kv_heads: StrictInt = Field(ge=1, le=1024, description="num_key_value_heads")
+    head_dim: StrictInt = Field(ge=1, le=4096, description="head_dim, or hidden_size / num_attention_heads")
+    context_limit: StrictInt = Field(2048, ge=1, le=MAX_CONTEXT, description="max_position_embeddings")
+    gated: StrictBool = Field(False, description="the repo needs an accepted licence and an HF token")
 
 
 class ModelSettings(_Settings):
@@ -276,10 +279,10 @@ class ModelSettings(_Settings):
     runtime: Runtime = "vllm"
     instance_type: str = Field("auto",
                                description="'auto' (cheapest that KAITO accepts and that fits) or an Azure size")
-    max_model_len: int | None = Field(None, ge=1, le=MAX_CONTEXT)
+    max_model_len: StrictInt | None = Field(None, ge=1, le=MAX_CONTEXT)
     dtype: Dtype | None = None
-    replicas: int = Field(1, ge=1, le=16)
-    spot: bool = False
+    replicas: StrictInt = Field(1, ge=1, le=16)
+    spot: StrictBool = False
     rollout: Rollout | None = Field(
         None, description="how a change reaches the model: surge (new replica beside the old, traffic moves after its "
                           "check) or recreate (delete first); default surge in production, recreate elsewhere")
@@ -327,8 +330,8 @@ class AccessSettings(_Settings):
     """Who may reach the endpoints (the gateway's, or each model's LoadBalancer without a gateway)."""
 
     source_ranges: tuple[str, ...] = ()
-    allow_any_source: bool = Field(False, description="allow 0.0.0.0/0; must be said explicitly")
-    internal: bool = Field(False, description="Azure internal load balancer (private IP in the cluster VNet)")
+    allow_any_source: StrictBool = Field(False, description="allow 0.0.0.0/0; must be said explicitly")
+    internal: StrictBool = Field(False, description="Azure internal load balancer (private IP in the cluster VNet)")
     dns_label: str | None = Field(None, description="Azure DNS label: <label>.<region>.cloudapp.azure.com")
 
     @field_validator("source_ranges", mode="before")
@@ -354,20 +357,21 @@ class AccessSettings(_Settings):
 
 
 class GatewaySettings(_Settings):
-    enabled: bool | None = Field(None, description="authenticated nginx gateway; default on when production")
-    replicas: int = Field(2, ge=1, le=10)
-    rate_limit_per_minute: int = Field(600, ge=1, le=1_000_000, description="per API key")
-    unauthenticated_per_minute: int = Field(60, ge=1, le=100_000,
+    enabled: StrictBool | None = Field(None, description="authenticated nginx gateway; default on when production")
+    replicas: StrictInt = Field(2, ge=1, le=10)
+    rate_limit_per_minute: StrictInt = Field(600, ge=1, le=1_000_000, description="per API key")
+    unauthenticated_per_minute: StrictInt = Field(60, ge=1, le=100_000,
                                             description="requests without a valid key, per client address")
-    max_body_kib: int = Field(1024, ge=1, le=1024 * 1024, description="largest request body")
-    read_timeout_seconds: int = Field(600, ge=1, le=86_400, description="longest generation the gateway waits for")
+    max_body_kib: StrictInt = Field(1024, ge=1, le=1024 * 1024, description="largest request body")
+    read_timeout_seconds: StrictInt = Field(600, ge=1, le=86_400,
+                                            description="longest generation the gateway waits for")
 
 
 class EndpointCheckSettings(_Settings):
-    enabled: bool = True
+    enabled: StrictBool = True
     url: str | None = Field(None, description="check this URL instead of the Service address (internal endpoints)")
-    timeout_seconds: int = Field(2400, ge=1, le=86_400, description="deadline for the endpoint to answer")
-    concurrency: int = Field(DEFAULT_CHECK_CONCURRENCY, ge=MIN_CHECK_CONCURRENCY, le=MAX_CHECK_CONCURRENCY)
+    timeout_seconds: StrictInt = Field(2400, ge=1, le=86_400, description="deadline for the endpoint to answer")
+    concurrency: StrictInt = Field(DEFAULT_CHECK_CONCURRENCY, ge=MIN_CHECK_CONCURRENCY, le=MAX_CHECK_CONCURRENCY)
 
     @field_validator("url")
     @classmethod
@@ -432,7 +436,7 @@ def http_url_problem(url: str) -> str | None:
 class GrafanaSettings(_Settings):
     """Azure Managed Grafana linked to the stack's Azure Monitor workspace, with the stack's dashboard."""
 
-    enabled: bool = Field(True, description="create Azure Managed Grafana (when observability is on)")
+    enabled: StrictBool = Field(True, description="create Azure Managed Grafana (when observability is on)")
     admin_group_object_ids: tuple[str, ...] | None = Field(
         None, description="Entra ID groups made Grafana Admin; default: cluster.adminGroupObjectIds")
     deployer_principal_type: Literal["User", "ServicePrincipal"] = Field(
@@ -459,17 +463,17 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+'-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{
 class AlertSettings(_Settings):
     """Prometheus alert rules (Azure Monitor rule groups) and who is notified (an Azure Monitor action group)."""
 
-    enabled: bool = True
+    enabled: StrictBool = True
     action_group_emails: tuple[str, ...] = Field((), max_length=20, description="emailed when an alert fires")
     # the webhook itself is the secret setting kaito-aks:alertWebhookUrl; this key only says so when it's used
     webhook_url: str | None = Field(None, description="refused: use the secret alertWebhookUrl")
-    queue_depth: int = Field(10, ge=1, le=100_000, description="waiting requests per replica, for 10 minutes")
+    queue_depth: StrictInt = Field(10, ge=1, le=100_000, description="waiting requests per replica, for 10 minutes")
     kv_cache_usage: float = Field(0.9, gt=0, le=1, description="KV-cache fraction in use per replica, for 10 minutes")
     ttft_p95_seconds: float = Field(5.0, gt=0, le=3600, description="p95 time to first token per replica")
     gateway_5xx_ratio: float = Field(0.05, alias="gateway5xxRatio", gt=0, le=1,
                                      description="share of a route's gateway responses that are 5xx")
-    model_down_minutes: int = Field(5, ge=1, le=1440, description="how long a replica is down before it alerts")
-    node_not_ready_minutes: int = Field(10, ge=1, le=1440, description="how long a GPU node is NotReady")
+    model_down_minutes: StrictInt = Field(5, ge=1, le=1440, description="how long a replica is down before it alerts")
+    node_not_ready_minutes: StrictInt = Field(10, ge=1, le=1440, description="how long a GPU node is NotReady")
 
     @field_validator("action_group_emails")
     @classmethod
@@ -492,7 +496,7 @@ class ObservabilitySettings(_Settings):
     """Managed Prometheus scraping the models and the gateway, a Grafana dashboard, alert rules (README
     "Observability")."""
 
-    enabled: bool | None = Field(None, description="default: on in production")
+    enabled: StrictBool | None = Field(None, description="default: on in production")
     grafana: GrafanaSettings = GrafanaSettings()
     alerts: AlertSettings = AlertSettings()
 
@@ -686,6 +690,10 @@ def _format_validation_error(err: ValidationError, skip_missing_models: bool) ->
             message = "must be a mapping of settings (`key: value` lines under it), not a single value"
         elif e["type"] in ("tuple_type", "list_type"):
             message = "must be a list, e.g. [a, b] (or one `- item` line each)"
+        elif e["type"] == "int_type":       # strict: `true` is not 1, and "2" is text
+            message = "must be a whole number, written without quotes, e.g. 2"
+        elif e["type"] == "bool_type":      # strict: 1 and "yes" are not booleans
+            message = "must be true or false, written without quotes"
         suffix = ""
         if e["type"] not in ("value_error", "assertion_error") and not isinstance(got, (dict, list)):
             suffix = f" (got {bounded_repr(got)})"

@@ -745,3 +745,17 @@ def test_namespaces_others_run_in_are_refused(namespace):
 def test_kaitos_helm_namespace_is_the_one_the_cluster_installs_it_in():
     from components import cluster
     assert cluster.KAITO_HELM_NAMESPACE == "kaito-workspace"
+
+
+@pytest.mark.parametrize("models,line", [
+    ([{**MODEL, "replicas": True}], "kaito-aks:models[0].replicas: must be a whole number, written without quotes, "
+                                    "e.g. 2 (got True)"),
+    ([{**MODEL, "replicas": "2"}], "kaito-aks:models[0].replicas: must be a whole number, written without quotes, "
+                                   "e.g. 2 (got '2')"),
+    ([{**MODEL, "spot": 1}], "kaito-aks:models[0].spot: must be true or false, written without quotes (got 1)"),
+    ([{**MODEL, "spot": "yes"}], "kaito-aks:models[0].spot: must be true or false, written without quotes (got 'yes')"),
+])
+def test_numbers_and_booleans_are_not_guessed_from_other_types(models, line):
+    # `replicas: true` meaning 1 and `spot: 1` meaning true hide a mistake; Pulumi hands nested values over as JSON,
+    # so the program sees the same types as this reader
+    assert problems(models=models) == [line]
