@@ -319,3 +319,12 @@ def test_maintenance_windows_exist_in_production_only(run_program):
                                                                "aksManagedNodeOSUpgradeSchedule"]
     assert all(c.inputs["maintenanceWindow"]["durationHours"] == 4 for c in configs)
     assert not dev.of_type("azure-native:containerservice:MaintenanceConfiguration")
+
+
+def test_a_plain_text_setting_reaches_the_program_as_written(run_program):
+    # Pulumi hands every config value over as text: "serving" is no JSON, and must arrive as the string itself
+    run = run_program("dev", {"namespace": "serving"})
+    namespaces = [r for r in run.of_type("kubernetes:core/v1:Namespace") if r.inputs["metadata"]["name"] == "serving"]
+    assert len(namespaces) == 1
+    ws = run.of_type(WS)
+    assert ws and all(w.inputs["metadata"]["namespace"] == "serving" for w in ws)

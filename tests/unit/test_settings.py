@@ -759,3 +759,12 @@ def test_numbers_and_booleans_are_not_guessed_from_other_types(models, line):
     # `replicas: true` meaning 1 and `spot: 1` meaning true hide a mistake; Pulumi hands nested values over as JSON,
     # so the program sees the same types as this reader
     assert problems(models=models) == [line]
+
+
+def test_a_stack_file_read_outside_a_project_has_no_project_defaults(tmp_path, monkeypatch):
+    # e.g. `plan --file` on a copy of a stack file: without Pulumi.yaml there is nothing to inject
+    import infra.settings as settings_module
+    monkeypatch.setattr(settings_module, "PROJECT_DIR", tmp_path)
+    assert project_defaults() == {}
+    assert settings_from_stack_config("dev", {"kaito-aks:models": [MODEL], "kaito-aks:access": RANGES["access"]}
+                                      ).namespace == "llm"      # the model's own default, the same value
