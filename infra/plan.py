@@ -385,8 +385,9 @@ def _name_problems(settings: Settings, key: str, model: ModelSettings) -> list[s
         for replica in range(model.replicas):
             label = load_balancer_dns_label(dns_label, names.slot_name(model.name, replica))
             if len(label) > names.DNS_LABEL_MAX:
+                where = key.removeprefix(f"{PROJECT}:")
                 problems.append(
-                    f"{PROJECT}:access.dnsLabel: the DNS label of {key}'s endpoint would be '{label}', over "
+                    f"{PROJECT}:access.dnsLabel: the DNS label of {where}'s endpoint would be '{label}', over "
                     f"{names.DNS_LABEL_MAX} characters; use a shorter access.dnsLabel or model name"
                 )
                 break

@@ -88,7 +88,7 @@ def test_a_dns_label_that_would_overflow_with_the_workspace_name_is_refused_not_
     # two replicas truncated to the same 63 characters would fight over one Azure DNS name
     with pytest.raises(UserError) as err:
         plan_for("model-with-a-long-name-" + "x" * 20, replicas=2, dnsLabel="team-inference-endpoints")
-    assert any(line.startswith("kaito-aks:access.dnsLabel: the DNS label of kaito-aks:models[0]'s endpoint would be")
+    assert any(line.startswith("kaito-aks:access.dnsLabel: the DNS label of models[0]'s endpoint would be")
                for line in err.value.lines)
     ok = plan_for("short", replicas=2, dnsLabel="team-inference-endpoints")
     assert len(ok.replicas) == 2

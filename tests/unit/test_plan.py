@@ -489,3 +489,13 @@ def test_two_workspaces_whose_pool_names_collide_are_refused_not_merged():
     assert problems(models) == [
         f"kaito-aks:models[1].name: '{name}' and '{clash}' map to the same AKS pool name {pool_name(name)}; rename "
         "one of the models"]
+
+
+def test_an_endpoint_dns_label_of_exactly_63_characters_is_accepted_and_64_refused():
+    # per-replica labels are '<access.dnsLabel>-<slot>'; Azure DNS labels hold at most 63 characters
+    model = {"name": "m", "model": "phi-3-mini-4k-instruct"}
+    fits = plan_for([model], access={**RANGES["access"], "dnsLabel": "a" * 61})
+    assert fits.settings.access.dns_label == "a" * 61                 # 'aaa...a-m': 63 characters
+    assert problems([model], access={**RANGES["access"], "dnsLabel": "a" * 62}) == [
+        f"kaito-aks:access.dnsLabel: the DNS label of models[0]'s endpoint would be '{'a' * 62}-m', over 63 "
+        "characters; use a shorter access.dnsLabel or model name"]
