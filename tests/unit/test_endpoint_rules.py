@@ -49,6 +49,18 @@ def test_bracketed_hosts_must_be_ipv6_addresses(url, problem):
     assert ep.url_problem(url) == problem
 
 
+@pytest.mark.parametrize("url", ["http://gw:8080/~team/llm", "http://gw:8080/!edge"])
+def test_the_printable_ascii_edges_are_allowed_in_a_url(url):
+    # '!' (0x21) and '~' (0x7e) are the first and last printable ASCII characters; '~' is common in paths
+    assert ep.url_problem(url) is None
+
+
+@pytest.mark.parametrize("url,name", [("http://gw/\x7f", "a DEL character"), ("http://gw/ a", "a space")])
+def test_the_characters_just_outside_are_refused_by_name(url, name):
+    problem = ep.url_problem(url)
+    assert problem is not None and problem.startswith(f"contains {name};"), problem
+
+
 # -- Retry-After ------------------------------------------------------------------------------------------------
 @pytest.fixture
 def local_time_not_utc(monkeypatch):
