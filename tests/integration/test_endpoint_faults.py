@@ -5,6 +5,7 @@ Every case must end with the right outcome within deadline + one request timeout
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -116,6 +117,22 @@ def test_every_request_of_the_check_names_itself_and_asks_for_json(proxy):
         assert headers["user-agent"] == "kaito-aks-endpoint-check/1", s
         assert headers["accept"].startswith("application/json") or "text/event-stream" in headers["accept"], s
         assert headers["authorization"] == "Bearer sk-check-ua-000001"
+
+
+def test_the_check_asks_in_openais_request_shape_deterministically(proxy):
+    # what vLLM tolerates is not the contract: every chat request is OpenAI's shape, with temperature 0
+    proxy.set_rules([])
+    result = check_endpoint(proxy.url, expected_model=MODEL, timeout_s=60, concurrency=2)
+    assert isinstance(result, EndpointResult)
+    chats = [json.loads(s.body) for s in proxy.requests_seen if s.path == "/v1/chat/completions"]
+    assert len(chats) == 1 + 1 + 2                 # the sample, the stream, the concurrency probe
+    for body in chats:
+        assert body["model"] == MODEL and body["temperature"] == 0 and body["max_tokens"] >= 1
+        assert body["messages"] == [{"role": "user", "content": body["messages"][0]["content"]}]
+        assert isinstance(body["messages"][0]["content"], str) and body["messages"][0]["content"]
+    assert sum(1 for b in chats if b.get("stream") is True) == 1
+    completions = [json.loads(s.body) for s in proxy.requests_seen if s.path == "/v1/completions"]
+    assert len(completions) == 1 and completions[0]["model"] == MODEL and completions[0]["prompt"]
 
 
 def test_503_with_retry_after_is_honoured_then_passes(proxy):

@@ -22,7 +22,7 @@ kept) unless a :class:`Rule` matches, which can:
 
 ``on_match`` runs before the action (e.g. kill the upstream server mid-check). When the upstream is down the
 proxy answers 502, like nginx. ``strip_prefix`` emulates a gateway route (``/gw/model/v1/...`` -> ``/v1/...``).
-Every request is recorded in ``requests_seen`` (method, path, action, headers); ``max_in_flight`` is the
+Every request is recorded in ``requests_seen`` (method, path, action, headers, body); ``max_in_flight`` is the
 largest number of requests handled at once.
 """
 from __future__ import annotations
@@ -76,6 +76,7 @@ class Seen:
     path: str
     action: str
     headers: dict[str, str]
+    body: bytes = b""
 
 
 class FaultProxy:
@@ -166,7 +167,7 @@ def _handler_for(proxy: FaultProxy) -> type[http.server.BaseHTTPRequestHandler]:
                 path = path[len(proxy.strip_prefix):]
             rule = proxy.pick(self.command, path, body)
             action = rule.action if rule else "pass"
-            proxy.requests_seen.append(Seen(self.command, self.path, action, dict(self.headers)))
+            proxy.requests_seen.append(Seen(self.command, self.path, action, dict(self.headers), body))
             if rule and rule.on_match:
                 rule.on_match()
             if action == "status":
