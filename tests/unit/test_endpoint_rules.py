@@ -127,3 +127,40 @@ def test_a_huge_timeout_value_is_shown_cut_to_40_characters():
         ep.validate_arguments(runtime="vllm", kaito_version="0.12.0", timeout_s="9" * 500, request_timeout_s=30,
                               concurrency=2)
     assert str(err.value).startswith("timeout '" + "9" * 38 + ep.ELLIPSIS + " ")
+
+
+def test_a_long_url_is_shown_in_160_characters():
+    # a URL quoted in an error line leaves room for the rest of the line (400 characters at most)
+    shown = ep.redact_url("http://gw/" + "a" * 10_000)
+    assert len(shown) == 160 and shown.startswith("http://gw/aaa") and shown.endswith(ep.ELLIPSIS)
+
+
+# -- Every printed form of a key is scrubbed whole ------------------------------------------------------------------
+TRICKY_KEY = "sk-\"q'\\b/s<a&p>%2B+t"    # a quote, an apostrophe, a backslash, a slash, HTML and URL specials
+
+
+def _printed_forms(key: str) -> dict[str, str]:
+    import html
+    import json
+    import urllib.parse
+
+    raw = key.encode()
+    forms = {
+        "as is": key, "JSON": json.dumps(key)[1:-1], "JSON with \\/": json.dumps(key)[1:-1].replace("/", "\\/"),
+        "repr": repr(key)[1:-1], "ascii": ascii(key)[1:-1], "unicode_escape": key.encode("unicode_escape").decode(),
+        "HTML": html.escape(key), "HTML, quotes kept": html.escape(key, quote=False),
+        "percent-encoded": urllib.parse.quote(raw, safe=""), "percent-encoded, / kept": urllib.parse.quote(raw),
+        "form-encoded": urllib.parse.quote_plus(raw), "hex": raw.hex(),
+        "single-quoted, escaped": key.replace("\\", "\\\\").replace("'", "\\'"),
+        "double-quoted, escaped": key.replace("\\", "\\\\").replace('"', '\\"'),
+    }
+    forms.update({f"{name}, inside a JSON string": json.dumps(text)[1:-1] for name, text in list(forms.items())})
+    return forms
+
+
+@pytest.mark.parametrize("name", sorted(_printed_forms(TRICKY_KEY)))
+def test_every_printed_form_of_a_key_is_scrubbed_whole(name):
+    # a server or a library prints a key in one of these ways; not one of its characters may stay next to ***
+    assert ep.api_key_problem(TRICKY_KEY) is None
+    form = _printed_forms(TRICKY_KEY)[name]
+    assert ep.Scrubber(TRICKY_KEY)(f"before {form} after") == "before *** after", form
