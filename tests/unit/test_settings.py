@@ -39,6 +39,12 @@ def problems(stack="dev", secrets=(), **values) -> list[str]:
     return err.value.lines
 
 
+def from_stack_file(extra: dict):
+    """The settings of a dev stack file with one model and source ranges, plus ``extra`` config keys."""
+    return settings_from_stack_config("dev", {"kaito-aks:models": [MODEL], "kaito-aks:access": RANGES["access"],
+                                              **extra})
+
+
 def only_problem(**values) -> str:
     lines = problems(**values)
     assert len(lines) == 1, lines
@@ -658,15 +664,13 @@ def test_stack_config_reads_only_the_projects_namespace_and_secure_values_as_set
 def test_a_key_outside_the_projects_namespace_that_was_meant_for_it_is_refused(key, line):
     # silently ignored, a misspelled namespace would drop a budget guard or leave a token in plain text unflagged
     with pytest.raises(UserError) as err:
-        settings_from_stack_config("dev", {"kaito-aks:models": [MODEL], "kaito-aks:access": RANGES["access"],
-                                           key: {"maxUsdPerHour": 1}})
+        from_stack_file({key: {"maxUsdPerHour": 1}})
     assert err.value.lines == [line]
 
 
 @pytest.mark.parametrize("namespace", ["azure-native", "azure", "kubernetes", "pulumi", "kaito", "aks"])
 def test_other_providers_namespaces_are_left_to_them(namespace):
-    s = settings_from_stack_config("dev", {"kaito-aks:models": [MODEL], "kaito-aks:access": RANGES["access"],
-                                           f"{namespace}:setting": "x"})
+    s = from_stack_file({f"{namespace}:setting": "x"})
     assert s.models[0].name == "a"
 
 
@@ -678,23 +682,20 @@ def test_other_providers_namespaces_are_left_to_them(namespace):
 ])
 def test_a_secure_value_must_hold_a_ciphertext(ciphertext, problem):
     with pytest.raises(UserError) as err:
-        settings_from_stack_config("dev", {"kaito-aks:models": [MODEL], "kaito-aks:access": RANGES["access"],
-                                           "kaito-aks:hfToken": {"secure": ciphertext}})
+        from_stack_file({"kaito-aks:hfToken": {"secure": ciphertext}})
     assert len(err.value.lines) == 1 and err.value.lines[0].startswith(f"kaito-aks:hfToken: `secure:` {problem}")
     assert "abcdefghij" not in err.value.lines[0]
 
 
 @pytest.mark.parametrize("ciphertext", ["v1:ZXhhbXBsZQ==:AAAAhfEncrypted", "AAABAKpIy0P4+/Zq3WvDm8cdIgw="])
 def test_pulumi_ciphertexts_are_accepted(ciphertext):
-    s = settings_from_stack_config("dev", {"kaito-aks:models": [MODEL], "kaito-aks:access": RANGES["access"],
-                                           "kaito-aks:hfToken": {"secure": ciphertext}})
+    s = from_stack_file({"kaito-aks:hfToken": {"secure": ciphertext}})
     assert s.secrets_set == {"hfToken"}
 
 
 def test_a_secret_written_as_a_mapping_with_more_than_secure_is_plain_text():
     with pytest.raises(UserError) as err:
-        settings_from_stack_config("dev", {"kaito-aks:models": [MODEL], "kaito-aks:access": RANGES["access"],
-                                           "kaito-aks:hfToken": {"secure": "x", "other": 1}})
+        from_stack_file({"kaito-aks:hfToken": {"secure": "x", "other": 1}})
     assert err.value.lines[0].startswith("kaito-aks:hfToken: is stored in plain text")
 
 
@@ -703,8 +704,7 @@ def test_project_defaults_are_the_scalar_defaults_pulumi_yaml_declares():
 
 
 def test_a_stack_value_overrides_a_project_default():
-    s = settings_from_stack_config("dev", {"kaito-aks:models": [MODEL], "kaito-aks:access": RANGES["access"],
-                                           "kaito-aks:namespace": "serving"})
+    s = from_stack_file({"kaito-aks:namespace": "serving"})
     assert s.namespace == "serving"
 
 
@@ -766,5 +766,4 @@ def test_a_stack_file_read_outside_a_project_has_no_project_defaults(tmp_path, m
     import infra.settings as settings_module
     monkeypatch.setattr(settings_module, "PROJECT_DIR", tmp_path)
     assert project_defaults() == {}
-    assert settings_from_stack_config("dev", {"kaito-aks:models": [MODEL], "kaito-aks:access": RANGES["access"]}
-                                      ).namespace == "llm"      # the model's own default, the same value
+    assert from_stack_file({}).namespace == "llm"      # the model's own default, the same value
