@@ -46,15 +46,12 @@ def run(args: argparse.Namespace) -> int:
 def hardening_line(plan: Plan) -> str:
     """Whether the stack gets production hardening, why, and how clients reach the models."""
     settings = plan.settings
-    if settings.production is not None:
-        why = f"production: {str(settings.production).lower()}"
-    else:
-        why = f"the stack name {'starts' if settings.is_production else 'does not start'} with 'prod'"
     reach = ("through the nginx gateway, with API keys" if settings.gateway_enabled
              else "directly on each model's LoadBalancer, without API keys (gateway.enabled: true adds them)")
     if settings.access.internal:
         reach += ", on a private IP"
-    return f"Production: {'yes' if settings.is_production else 'no'} ({why}); clients reach the models {reach}"
+    return (f"Production: {'yes' if settings.is_production else 'no'} ({settings.production_reason}); clients reach "
+            f"the models {reach}")
 
 
 def rollout_line(plan: Plan) -> str:

@@ -560,6 +560,13 @@ class Settings(_Settings):
         return self.production if self.production is not None else self.stack.lower().startswith("prod")
 
     @property
+    def production_reason(self) -> str:
+        """Why :attr:`is_production` is what it is (the plan prints it)."""
+        if self.production is not None:
+            return f"production: {str(self.production).lower()}"
+        return f"the stack name {'starts' if self.is_production else 'does not start'} with 'prod'"
+
+    @property
     def cluster_name(self) -> str:
         """``kaito-<stack>``; a name past AKS's 63 characters is cut and ends in a hash of the whole stack name, so
         two long stack names that share their first 54 characters never get the same cluster."""

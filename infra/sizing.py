@@ -499,12 +499,8 @@ def _nothing_fits(req: SizingRequest, catalog: Catalog, rejected: list[Option]) 
     """One line: the two sizes that came closest, i.e. that passed the most gates, the biggest GPUs first."""
     furthest = max(GATES.index(o.gate) for o in rejected)
     nearest = sorted((o for o in rejected if GATES.index(o.gate) == furthest),
-                     key=lambda o: (-_node_gpu_memory_gib(catalog, o.instance_type), o.instance_type))
+                     key=lambda o: (-catalog.sizes[o.instance_type].node_gpu_memory_gib, o.instance_type))
     closest = "; ".join(f"{o.instance_type}: {o.why}" for o in nearest[:2])
     return (f"no Azure GPU size in the catalog runs {req.model.preset} on KAITO {req.release.version} with "
             f"runtime {req.runtime} at {req.sizing_context} tokens ({closest})")
 
-
-def _node_gpu_memory_gib(catalog: Catalog, instance_type: str) -> float:
-    size = catalog.sizes[instance_type]
-    return size.gpus * size.gpu_memory_gib

@@ -85,6 +85,11 @@ class AzureGpuSize:
     def names(self) -> tuple[str, ...]:
         return (self.name,) if not self.kaito_name else (self.name, self.kaito_name)
 
+    @property
+    def node_gpu_memory_gib(self) -> float:
+        """GPU memory of one VM, all its GPUs, as Azure sells it."""
+        return self.gpus * self.gpu_memory_gib
+
 
 @dataclass(frozen=True)
 class KaitoSku:
